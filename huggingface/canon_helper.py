@@ -1,0 +1,312 @@
+"""Canon layers: residual depthwise causal convolutions along the time axis, and the cache that carries them.
+
+A Canon layer maps x[B, T, C] to x + conv(x), where conv is a per-channel causal convolution of kernel K whose last
+tap multiplies the current token (PyTorch's cross-correlation orientation, weight shape [C, 1, K]).
+
+Three ways to run it, all computing the same numbers:
+- `canon_conv` (plain PyTorch, any kernel size, any device): an autograd Function that saves only its input;
+- causal-conv1d kernels when the package is installed, the tensor is on CUDA and K is 2, 3 or 4;
+- `norm_canon` / `canon_swiglu`: training-time fusions of RMSNorm -> Canon and Canon -> SwiGLU that recompute the
+  cheap intermediate tensors in backward instead of storing them (used when there is no cache and no activation).
+"""
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.cache_utils import DynamicCache
+
+try:
+    from causal_conv1d import causal_conv1d_fn, causal_conv1d_update
+except ImportError:
+    causal_conv1d_fn = causal_conv1d_update = None
+
+FAST_KERNEL_SIZES = (2, 3, 4)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plain PyTorch causal depthwise convolution in [B, T, C] layout (no transposes, no padded copies).
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _conv_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """y[:, t] = sum_k weight[:, k] * x[:, t - (K-1) + k], zero left context. x [B, T, C], weight [C, K]."""
+    K, T = weight.shape[-1], x.shape[1]
+    y = x * weight[:, K - 1]
+    for shift in range(1, min(K, T)):
+        y[:, shift:].addcmul_(x[:, : T - shift], weight[:, K - 1 - shift])
+    return y
+
+
+def _conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor):
+    """Gradients of `_conv_forward` w.r.t. x and weight."""
+    K, T = weight.shape[-1], x.shape[1]
+    grad_x = grad * weight[:, K - 1]
+    grad_w = torch.empty_like(weight)
+    grad_w[:, K - 1] = torch.einsum("btc,btc->c", grad, x)
+    for shift in range(1, K):
+        if shift < T:
+            grad_x[:, : T - shift].addcmul_(grad[:, shift:], weight[:, K - 1 - shift])
+            grad_w[:, K - 1 - shift] = torch.einsum("btc,btc->c", grad[:, shift:], x[:, : T - shift])
+        else:
+            grad_w[:, K - 1 - shift] = 0
+    return grad_x, grad_w
+
+
+class _CanonConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        return _conv_forward(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x, grad_w = _conv_backward(grad.contiguous(), x, weight)
+        return grad_x, grad_w.to(weight.dtype)
+
+
+def canon_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Causal depthwise conv of x [B, T, C] with weight [C, K] and zero left context (plain PyTorch)."""
+    return _CanonConv.apply(x, weight)
+
+
+def _rms_normalize(h: torch.Tensor, norm_weight: torch.Tensor, eps: float):
+    h32 = h.float()
+    rstd = torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + eps)
+    return norm_weight * (h32 * rstd).to(h.dtype), rstd
+
+
+class _NormCanon(torch.autograd.Function):
+    """out = n + conv(n) with n = RMSNorm(h); stores h and the per-token rstd only."""
+
+    @staticmethod
+    def forward(ctx, h, norm_weight, canon_weight, eps, residual):
+        n, rstd = _rms_normalize(h, norm_weight, eps)
+        y = _conv_forward(n, canon_weight)
+        ctx.save_for_backward(h, rstd, norm_weight, canon_weight)
+        ctx.residual = residual
+        return y + n if residual else y
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, rstd, norm_weight, canon_weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        normed = (h.float() * rstd).to(h.dtype)
+        n = norm_weight * normed
+        grad_n, grad_cw = _conv_backward(grad, n, canon_weight)
+        if ctx.residual:
+            grad_n = grad_n + grad
+        grad_nw = torch.einsum("btc,btc->c", grad_n, normed)
+        # d/dh of h * rstd: rstd * (g - normed * mean(g * normed)), with g = grad_n * norm_weight, in fp32
+        g = (grad_n * norm_weight).float()
+        normed32 = h.float() * rstd
+        grad_h = rstd * (g - normed32 * (g * normed32).mean(-1, keepdim=True))
+        return grad_h.to(h.dtype), grad_nw.to(norm_weight.dtype), grad_cw.to(canon_weight.dtype), None, None
+
+
+def norm_canon(h, norm_weight, canon_weight, eps, residual):
+    """RMSNorm followed by a Canon layer (no activation, no bias), recomputing the normalised tensor in backward."""
+    return _NormCanon.apply(h, norm_weight, canon_weight, eps, residual)
+
+
+class _CanonSwiGLU(torch.autograd.Function):
+    """silu(g + conv(g)) * (u + conv(u)) for the two halves of Canon-D; stores g and u only."""
+
+    @staticmethod
+    def forward(ctx, gate, up, weight_gate, weight_up, residual):
+        g = _conv_forward(gate, weight_gate)
+        u = _conv_forward(up, weight_up)
+        if residual:
+            g += gate
+            u += up
+        ctx.save_for_backward(gate, up, weight_gate, weight_up)
+        ctx.residual = residual
+        return F.silu(g) * u
+
+    @staticmethod
+    def backward(ctx, grad):
+        gate, up, weight_gate, weight_up = ctx.saved_tensors
+        grad = grad.contiguous()
+        g = _conv_forward(gate, weight_gate)
+        u = _conv_forward(up, weight_up)
+        if ctx.residual:
+            g += gate
+            u += up
+        sig = torch.sigmoid(g)
+        grad_u = grad * g * sig
+        grad_g = grad * u * sig * (1 + g * (1 - sig))
+        grad_gate, grad_wg = _conv_backward(grad_g, gate, weight_gate)
+        grad_up, grad_wu = _conv_backward(grad_u, up, weight_up)
+        if ctx.residual:
+            grad_gate += grad_g
+            grad_up += grad_u
+        return grad_gate, grad_up, grad_wg.to(weight_gate.dtype), grad_wu.to(weight_up.dtype), None
+
+
+def canon_swiglu(gate, up, weight_gate, weight_up, residual):
+    """Canon-D on [gate | up] followed by silu(gate) * up, recomputing the conv outputs in backward."""
+    return _CanonSwiGLU.apply(gate, up, weight_gate, weight_up, residual)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The module
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class ShortConvolution(nn.Conv1d):
+    """A Canon layer: depthwise causal conv over time (weight [C, 1, K]) with optional bias, SiLU and residual.
+
+    PyTorch's default Conv1d initialisation (uniform in +-1/sqrt(K), std 1/sqrt(3K)) is the intended one; the
+    optional bias starts at zero so that a fresh Canon layer keeps its residual behaviour.
+    """
+
+    def __init__(self, hidden_size, kernel_size=4, bias=False, activation=False, residual=True, device=None, dtype=None):
+        if kernel_size < 1:
+            raise ValueError(f"canon kernel_size={kernel_size}; expected an integer >= 1")
+        super().__init__(
+            hidden_size,
+            hidden_size,
+            kernel_size,
+            groups=hidden_size,
+            padding=kernel_size - 1,
+            bias=bias,
+            device=device,
+            dtype=dtype,
+        )
+        self.hidden_size = hidden_size
+        self.activation = bool(activation)
+        self.residual = bool(residual)
+
+    def reset_parameters(self):
+        super().reset_parameters()
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def extra_repr(self):
+        return (
+            f"hidden_size={self.hidden_size}, kernel_size={self.kernel_size[0]}, bias={self.bias is not None}, "
+            f"activation={self.activation}, residual={self.residual}"
+        )
+
+    @property
+    def kernel(self) -> int:
+        return self.kernel_size[0]
+
+    @property
+    def fusable(self) -> bool:
+        """Whether the recomputing training fusions (no bias, no activation) apply."""
+        return self.bias is None and not self.activation
+
+    def uses_fast_path(self, x: torch.Tensor) -> bool:
+        return causal_conv1d_fn is not None and x.is_cuda and self.kernel in FAST_KERNEL_SIZES
+
+    def _finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.bias is not None:
+            y = y + self.bias
+        if self.activation:
+            y = F.silu(y)
+        return x + y if self.residual else y
+
+    def forward(self, x, attention_mask=None, conv_state=None, use_fast_path=None):
+        """Apply the Canon layer to x [B, T, C].
+
+        attention_mask: optional [B, T] (1 = token, 0 = padding); padding positions are zeroed before the conv
+            (out of place), so they never leak into later tokens.
+        conv_state: optional [B, C, K-1] tensor with the previous K-1 inputs (oldest first). It serves as left
+            context and is replaced by the last K-1 inputs of this call (updated in place).
+        Returns the output [B, T, C].
+        """
+        if attention_mask is not None:
+            x = torch.where(attention_mask[..., None].bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
+        weight = self.weight[:, 0, :]
+        fast = self.uses_fast_path(x) if use_fast_path is None else use_fast_path
+        K, T = self.kernel, x.shape[1]
+        if conv_state is None:
+            if fast:
+                y = causal_conv1d_fn(x.transpose(1, 2), weight, None, None).transpose(1, 2)
+            else:
+                y = canon_conv(x, weight)
+            return self._finish(x, y)
+        if fast and T == 1:
+            # causal_conv1d_update shifts the state in place and returns the conv output for this step
+            state = torch.cat([conv_state.new_zeros(conv_state.shape[:2] + (1,)), conv_state], dim=-1).to(x.dtype)
+            y = causal_conv1d_update(x[:, 0, :], state, weight, None, None)[:, None, :]
+            conv_state.copy_(state[..., 1:])
+            return self._finish(x, y)
+        context = torch.cat([conv_state.transpose(1, 2).to(x.dtype), x], dim=1)
+        y = canon_conv(context, weight)[:, K - 1 :]
+        conv_state.copy_(context[:, context.shape[1] - (K - 1) :].transpose(1, 2))
+        return self._finish(x, y)
+
+
+def create_canon(channels: int, config) -> ShortConvolution:
+    """Build a Canon layer of width `channels` from the canon_* fields of a config."""
+    if causal_conv1d_fn is None and config.canon_kernel in FAST_KERNEL_SIZES and torch.cuda.is_available():
+        warnings.warn(
+            "causal-conv1d is not installed: Canon layers use the plain PyTorch path on CUDA (slower).",
+            ImportWarning,
+            stacklevel=2,
+        )
+    return ShortConvolution(
+        channels,
+        kernel_size=config.canon_kernel,
+        bias=config.canon_bias,
+        activation=config.canon_activation,
+        residual=config.canon_residual,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cache
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class CanonCache(DynamicCache):
+    """A DynamicCache that also owns the Canon conv states, one [B, C, K-1] tensor per (layer, site).
+
+    Beam search reordering, batch repetition and selection act on the conv states together with keys and values,
+    so every `generate()` mode sees consistent states. Cropping is refused while conv states exist: the last K-1
+    inputs before an arbitrary earlier position are not kept.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.canon_states: dict[tuple[int, str], torch.Tensor] = {}
+
+    def canon_state(self, layer_idx: int, site: str, batch_size: int, canon: ShortConvolution, like: torch.Tensor):
+        """The conv state of (layer_idx, site), created as zeros (no left context) on first use."""
+        key = (layer_idx, site)
+        state = self.canon_states.get(key)
+        if state is None:
+            state = like.new_zeros(batch_size, canon.hidden_size, canon.kernel - 1)
+            self.canon_states[key] = state
+        return state
+
+    def _map_states(self, fn):
+        self.canon_states = {key: fn(state) for key, state in self.canon_states.items()}
+
+    def reorder_cache(self, beam_idx: torch.LongTensor):
+        super().reorder_cache(beam_idx)
+        self._map_states(lambda s: s.index_select(0, beam_idx.to(s.device)))
+
+    def batch_repeat_interleave(self, repeats: int):
+        super().batch_repeat_interleave(repeats)
+        self._map_states(lambda s: s.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor):
+        super().batch_select_indices(indices)
+        self._map_states(lambda s: s[indices])
+
+    def reset(self):
+        super().reset()
+        self._map_states(torch.zeros_like)
+
+    def crop(self, *args, **kwargs):
+        if self.canon_states:
+            raise NotImplementedError(
+                "CanonCache cannot be cropped once Canon conv states exist (assisted/speculative decoding is not "
+                "supported); re-run the prefix instead"
+            )
+        super().crop(*args, **kwargs)

@@ -1,0 +1,725 @@
+"""LlamaCanon for Hugging Face transformers: Llama with Canon layers (sites A/B/C/D), QK-norm and partial RoPE.
+
+Read top to bottom: norms and RoPE, MLP (Canon-D), attention (Canon-B), decoder layer (Canon-A/C), the base model,
+the causal LM head, and the bridge from Lingua checkpoints (`load_from_lingua_state`, lingua-folder loading).
+Canon conv states live in `CanonCache`, which `generate()` receives instead of a plain DynamicCache.
+"""
+
+import json
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+
+from .canon_helper import CanonCache, ShortConvolution, canon_swiglu, create_canon, norm_canon
+from .configuration_llama_canon import LlamaCanonConfig
+
+# ----------------------------------------------------------------------------------------------------------------
+# Norm and rotary embeddings
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class LlamaRMSNorm(nn.Module):
+    def __init__(self, hidden_size, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states):
+        input_dtype = hidden_states.dtype
+        h = hidden_states.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * h.to(input_dtype)
+
+    def extra_repr(self):
+        return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
+
+
+class LlamaCanonRotaryEmbedding(nn.Module):
+    """cos/sin [B, T, R] for the first R = rope_dim (or head_dim) coordinates of every head.
+
+    Frequencies are theta^(-2j/R), computed on the fly in fp32 (no buffer to re-materialise after meta-device
+    loading); the layout is rotate-half's (frequencies repeated twice).
+    """
+
+    def __init__(self, config: LlamaCanonConfig):
+        super().__init__()
+        self.rotary_dim = config.rotary_dim
+        self.theta = config.rope_theta
+
+    @torch.no_grad()
+    def forward(self, x, position_ids):
+        exponents = torch.arange(0, self.rotary_dim, 2, device=x.device, dtype=torch.float32) / self.rotary_dim
+        inv_freq = 1.0 / (self.theta**exponents)
+        freqs = position_ids[..., None].float() * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def _rotate(x, cos, sin, rope_version):
+    if rope_version == "huggingface":
+        return x * cos + rotate_half(x) * sin
+    # lingua / Meta Llama layout: coordinates (2j, 2j+1) form pair j; computed in fp32 like Lingua
+    half = cos.shape[-1] // 2
+    cos, sin = cos[..., :half].float(), sin[..., :half].float()
+    pairs = x.float().unflatten(-1, (half, 2))
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1, rope_version="huggingface"):
+    """Rotate the first R = cos.shape[-1] coordinates of each q/k head; the rest pass through unchanged."""
+    cos, sin = cos.unsqueeze(unsqueeze_dim), sin.unsqueeze(unsqueeze_dim)
+    R = cos.shape[-1]
+    if R == q.shape[-1]:
+        return _rotate(q, cos, sin, rope_version), _rotate(k, cos, sin, rope_version)
+    q_rot = torch.cat((_rotate(q[..., :R], cos, sin, rope_version), q[..., R:]), dim=-1)
+    k_rot = torch.cat((_rotate(k[..., :R], cos, sin, rope_version), k[..., R:]), dim=-1)
+    return q_rot, k_rot
+
+
+def _apply_canon(canon, x, site, layer_idx, canon_mask, cache):
+    state = None if cache is None else cache.canon_state(layer_idx, site, x.shape[0], canon, x)
+    return canon(x, attention_mask=canon_mask, conv_state=state)
+
+
+def _can_fuse(canon, canon_mask, cache, x):
+    return cache is None and canon_mask is None and canon.fusable and not canon.uses_fast_path(x)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# MLP with Canon-D
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class LlamaCanonMLP(nn.Module):
+    def __init__(self, config: LlamaCanonConfig, layer_idx: int = 0):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.intermediate_size = config.intermediate_size
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
+        self.act_fn = ACT2FN[config.hidden_act]
+        if "D" in config.canon_set:
+            self.canonD = create_canon(2 * config.intermediate_size, config)
+
+    def forward(self, x, canon_mask=None, past_key_values=None):
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        canon = getattr(self, "canonD", None)
+        if canon is None:
+            return self.down_proj(self.act_fn(gate) * up)
+        if _can_fuse(canon, canon_mask, past_key_values, x) and self.act_fn.__class__ is nn.SiLU:
+            w = canon.weight[:, 0, :]
+            F_ = self.intermediate_size
+            return self.down_proj(canon_swiglu(gate, up, w[:F_], w[F_:], canon.residual))
+        gate, up = _apply_canon(
+            canon, torch.cat((gate, up), dim=-1), "canonD", self.layer_idx, canon_mask, past_key_values
+        ).chunk(2, dim=-1)
+        return self.down_proj(self.act_fn(gate) * up)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Attention with QK-norm and Canon-B
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def repeat_kv(hidden_states, n_rep):
+    """[B, KV, S, hd] -> [B, KV * n_rep, S, hd], each kv head repeated for its group of query heads."""
+    if n_rep == 1:
+        return hidden_states
+    B, KV, S, hd = hidden_states.shape
+    return hidden_states[:, :, None].expand(B, KV, n_rep, S, hd).reshape(B, KV * n_rep, S, hd)
+
+
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    key = repeat_kv(key, module.num_key_value_groups)
+    value = repeat_kv(value, module.num_key_value_groups)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+class LlamaCanonAttention(nn.Module):
+    def __init__(self, config: LlamaCanonConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.num_heads = config.num_attention_heads
+        self.num_key_value_heads = config.num_key_value_heads
+        self.num_key_value_groups = self.num_heads // self.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_dropout
+        self.is_causal = True
+        q_width, kv_width = self.num_heads * self.head_dim, self.num_key_value_heads * self.head_dim
+        self.split_sizes = (q_width, kv_width, kv_width)
+        self.q_proj = nn.Linear(config.hidden_size, q_width, bias=config.attention_bias)
+        self.k_proj = nn.Linear(config.hidden_size, kv_width, bias=config.attention_bias)
+        self.v_proj = nn.Linear(config.hidden_size, kv_width, bias=config.attention_bias)
+        self.o_proj = nn.Linear(q_width, config.hidden_size, bias=config.attention_bias)
+        if config.qk_norm:
+            # one RMS statistic over all heads jointly, as in Lingua
+            self.q_norm = LlamaRMSNorm(q_width, eps=config.rms_norm_eps)
+            self.k_norm = LlamaRMSNorm(kv_width, eps=config.rms_norm_eps)
+        if "B" in config.canon_set:
+            self.canonB = create_canon(sum(self.split_sizes), config)
+
+    def forward(self, hidden_states, position_embeddings, attention_mask=None, canon_mask=None, past_key_values=None,
+                **kwargs):
+        B, T, _ = hidden_states.shape
+        q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
+        if self.config.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if hasattr(self, "canonB"):
+            qkv = _apply_canon(
+                self.canonB, torch.cat((q, k, v), dim=-1), "canonB", self.layer_idx, canon_mask, past_key_values
+            )
+            q, k, v = qkv.split(self.split_sizes, dim=-1)
+        q = q.reshape(B, T, -1, self.head_dim).transpose(1, 2)
+        k = k.reshape(B, T, -1, self.head_dim).transpose(1, 2)
+        v = v.reshape(B, T, -1, self.head_dim).transpose(1, 2)
+        cos, sin = position_embeddings
+        q, k = apply_rotary_pos_emb(q, k, cos, sin, rope_version=self.config.rope_version)
+        if past_key_values is not None:
+            k, v = past_key_values.update(k, v, self.layer_idx)
+        implementation = self.config._attn_implementation or "sdpa"
+        attention = (
+            eager_attention_forward if implementation == "eager" else ALL_ATTENTION_FUNCTIONS[implementation]
+        )
+        out, weights = attention(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        return self.o_proj(out.reshape(B, T, -1).contiguous()), weights
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Decoder layer with Canon-A and Canon-C
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class LlamaCanonDecoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config: LlamaCanonConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.self_attn = LlamaCanonAttention(config, layer_idx)
+        self.mlp = LlamaCanonMLP(config, layer_idx)
+        self.input_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        if "A" in config.canon_set:
+            self.canonA = create_canon(config.hidden_size, config)
+        if "C" in config.canon_set:
+            self.canonC = create_canon(config.hidden_size, config)
+
+    def _norm_then_canon(self, h, norm, site, canon_mask, cache):
+        canon = getattr(self, site, None)
+        if canon is None:
+            return norm(h)
+        if _can_fuse(canon, canon_mask, cache, h):
+            return norm_canon(h, norm.weight, canon.weight[:, 0, :], norm.variance_epsilon, canon.residual)
+        return _apply_canon(canon, norm(h), site, self.layer_idx, canon_mask, cache)
+
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, canon_mask=None,
+                past_key_values=None, **kwargs):
+        kwargs.pop("use_cache", None)
+        kwargs.pop("position_ids", None)
+        n = self._norm_then_canon(hidden_states, self.input_layernorm, "canonA", canon_mask, past_key_values)
+        attn_out, _ = self.self_attn(
+            n,
+            position_embeddings=position_embeddings,
+            attention_mask=attention_mask,
+            canon_mask=canon_mask,
+            past_key_values=past_key_values,
+            **kwargs,
+        )
+        hidden_states = hidden_states + attn_out
+        m = self._norm_then_canon(hidden_states, self.post_attention_layernorm, "canonC", canon_mask, past_key_values)
+        return hidden_states + self.mlp(m, canon_mask=canon_mask, past_key_values=past_key_values)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pretrained base, model, causal LM
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class LlamaCanonPreTrainedModel(PreTrainedModel):
+    config_class = LlamaCanonConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LlamaCanonDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_flash_attn_2 = True
+    _supports_sdpa = True
+    _supports_cache_class = True
+
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, ShortConvolution):
+            # PyTorch's default conv init (uniform +-1/sqrt(K)) is what Canon layers are designed for: never 0.02
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, LlamaRMSNorm):
+            init.ones_(module.weight)
+
+
+def _attention_mask_4d(implementation, mask_2d, batch, length, past, dtype, device):
+    """The attention mask for this call, built for the attention implementation in use.
+
+    Causal over absolute positions, minus padded keys. A padded query row still sees itself so it never becomes
+    all -inf (its output is garbage but finite, and padding never feeds real tokens).
+    """
+    if implementation.startswith("flash_attention"):
+        return mask_2d
+    if mask_2d is None and (length == 1 or (past == 0 and implementation != "eager")):
+        return None  # sdpa's is_causal (or no mask for a single query) is exact here
+    total = past + length
+    q_pos = torch.arange(past, total, device=device)[:, None]
+    k_pos = torch.arange(total, device=device)[None, :]
+    allowed = (k_pos <= q_pos)[None]
+    if mask_2d is not None:
+        allowed = (allowed & mask_2d[:, None, :].bool()) | (k_pos == q_pos)[None]
+    allowed = allowed.expand(batch, length, total)[:, None]
+    if implementation == "eager":
+        return torch.zeros((), dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    return allowed
+
+
+class LlamaCanonModel(LlamaCanonPreTrainedModel):
+    def __init__(self, config: LlamaCanonConfig):
+        super().__init__(config)
+        self.padding_idx = config.pad_token_id
+        self.vocab_size = config.vocab_size
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.layers = nn.ModuleList(
+            [LlamaCanonDecoderLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
+        )
+        self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.rotary_emb = LlamaCanonRotaryEmbedding(config)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        use_cache=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("LlamaCanonModel needs exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if self.gradient_checkpointing and self.training:
+            use_cache = False
+        if use_cache and past_key_values is None and not self.training:
+            past_key_values = CanonCache()  # training forwards keep no cache (and use the recomputing fusions)
+        if past_key_values is not None and self.config.canon_set and not isinstance(past_key_values, CanonCache):
+            raise TypeError(
+                f"LlamaCanon with canon_set={self.config.canon_set!r} keeps Canon conv states in a CanonCache; got "
+                f"{type(past_key_values).__name__}. Pass past_key_values=CanonCache() or let generate() create it."
+            )
+        batch, length = inputs_embeds.shape[:2]
+        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + length, device=inputs_embeds.device)[None]
+
+        canon_mask = mask_2d = None
+        if attention_mask is not None and attention_mask.ndim == 2:
+            if attention_mask.shape != (batch, past + length):
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}; expected (batch, past + new tokens) "
+                    f"= {(batch, past + length)}"
+                )
+            if not bool(attention_mask.all()):
+                mask_2d = attention_mask
+                canon_mask = attention_mask[:, -length:]
+        implementation = self.config._attn_implementation or "sdpa"
+        if attention_mask is not None and attention_mask.ndim == 4:
+            causal_mask = attention_mask
+        else:
+            causal_mask = _attention_mask_4d(
+                implementation, mask_2d, batch, length, past, inputs_embeds.dtype, inputs_embeds.device
+            )
+
+        hidden_states = inputs_embeds
+        position_embeddings = self.rotary_emb(hidden_states, position_ids)
+        all_hidden_states = [] if output_hidden_states else None
+        for layer in self.layers:
+            if all_hidden_states is not None:
+                all_hidden_states.append(hidden_states)
+            hidden_states = layer(
+                hidden_states,
+                position_embeddings=position_embeddings,
+                attention_mask=causal_mask,
+                canon_mask=canon_mask,
+                past_key_values=past_key_values,
+                **kwargs,
+            )
+        hidden_states = self.norm(hidden_states)
+        if all_hidden_states is not None:
+            all_hidden_states.append(hidden_states)
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden_states,
+            past_key_values=past_key_values if use_cache else None,
+            hidden_states=tuple(all_hidden_states) if all_hidden_states is not None else None,
+        )
+
+
+class LlamaCanonForCausalLM(LlamaCanonPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+
+    def __init__(self, config: LlamaCanonConfig):
+        super().__init__(config)
+        self.model = LlamaCanonModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        inputs_embeds=None,
+        labels=None,
+        use_cache=None,
+        output_hidden_states=None,
+        return_dict=None,
+        logits_to_keep=0,
+        **kwargs,
+    ):
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, keep, :])
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        result = CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+        )
+        return result if return_dict is not False else result.to_tuple()
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
+        """generate() builds a plain DynamicCache; Canon models need the CanonCache that also holds conv states."""
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+        if type(model_kwargs.get("past_key_values")) is DynamicCache:
+            model_kwargs["past_key_values"] = CanonCache()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Lingua bridge
+    # ------------------------------------------------------------------------------------------------------------
+
+    def load_from_lingua_state(self, state_dict, strict=True):
+        """Load a Lingua `LMTransformer` state dict (names of spec §10).
+
+        With `rope_version='lingua'` tensors are copied as they are; with `'huggingface'` the q/k rows (and q_norm,
+        k_norm, Canon-B q/k channels) are permuted per head into the rotate-half layout, giving identical logits.
+        With strict=True, missing and unexpected keys are listed in one error before anything is loaded.
+        """
+        mapped, unexpected = lingua_state_to_hf(state_dict, self.config)
+        expected = set(self.state_dict())
+        if self.config.tie_word_embeddings:
+            expected.discard("lm_head.weight")
+        missing = sorted(expected - set(mapped))
+        if strict and (missing or unexpected):
+            raise KeyError(f"lingua state dict does not match this model: missing {missing}, unexpected {unexpected}")
+        self.load_state_dict(mapped, strict=False)
+        return missing, unexpected
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, variant=None, **kwargs):
+        """Load a Hugging Face folder/repo as usual, or a Lingua folder (`<variant>/params.json` +
+        `consolidated.pth`, variant "default" unless given; a consolidated folder itself also works).
+
+        For Lingua folders, the config is derived from params.json; keyword arguments may override config fields
+        (e.g. rope_version="huggingface" to permute into the rotate-half layout), and `dtype`/`torch_dtype`,
+        `device_map` (a device) and `attn_implementation` are honoured.
+        """
+        lingua_dir = find_lingua_folder(pretrained_model_name_or_path, variant, kwargs)
+        if lingua_dir is None:
+            if variant is not None:
+                kwargs["variant"] = variant
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
+        device = kwargs.pop("device_map", None)
+        attn_implementation = kwargs.pop("attn_implementation", None)
+        with open(os.path.join(lingua_dir, "params.json")) as f:
+            params = json.load(f)
+        config = config_from_lingua_params(params, **kwargs)
+        if attn_implementation is not None:
+            config._attn_implementation = attn_implementation
+        model = cls(config)
+        state = torch.load(os.path.join(lingua_dir, "consolidated.pth"), map_location="cpu", weights_only=True)
+        model.load_from_lingua_state(state["model"] if "model" in state else state)
+        if isinstance(dtype, str) and dtype != "auto":
+            dtype = getattr(torch, dtype)
+        if isinstance(dtype, torch.dtype):
+            model = model.to(dtype)
+        if isinstance(device, (str, torch.device)) and device != "auto":
+            model = model.to(device)
+        return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lingua checkpoints: key map, RoPE layout permutation, params.json -> config
+# ----------------------------------------------------------------------------------------------------------------
+
+LINGUA_TOP_LEVEL = {
+    "tok_embeddings.weight": "model.embed_tokens.weight",
+    "norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+LINGUA_LAYER_PARTS = {
+    "attention.wq": "self_attn.q_proj",
+    "attention.wk": "self_attn.k_proj",
+    "attention.wv": "self_attn.v_proj",
+    "attention.wo": "self_attn.o_proj",
+    "attention.q_norm": "self_attn.q_norm",
+    "attention.k_norm": "self_attn.k_norm",
+    "attention.canonB": "self_attn.canonB",
+    "feed_forward.w1": "mlp.gate_proj",
+    "feed_forward.w3": "mlp.up_proj",
+    "feed_forward.w2": "mlp.down_proj",
+    "feed_forward.canonD": "mlp.canonD",
+    "canonA": "canonA",
+    "canonC": "canonC",
+    "attention_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+LINGUA_TIED_OUTPUT = "output.tied_module.weight"
+
+
+def lingua_key_to_hf(key):
+    """The HF name of a Lingua parameter, or None when it has no counterpart."""
+    if key in LINGUA_TOP_LEVEL:
+        return LINGUA_TOP_LEVEL[key]
+    parts = key.split(".")
+    if len(parts) >= 4 and parts[0] == "layers" and parts[1].isdigit():
+        module, leaf = ".".join(parts[2:-1]), parts[-1]
+        if module in LINGUA_LAYER_PARTS:
+            return f"model.layers.{parts[1]}.{LINGUA_LAYER_PARTS[module]}.{leaf}"
+    return None
+
+
+def rope_layout_permutation(head_dim, rotary_dim):
+    """Index p with hf_head = lingua_head[p]: interleaved pairs (2j, 2j+1) -> rotate-half pairs (j, j + R/2)."""
+    return list(range(0, rotary_dim, 2)) + list(range(1, rotary_dim, 2)) + list(range(rotary_dim, head_dim))
+
+
+def _permute_heads(tensor, num_heads, perm):
+    """Reorder dim 0 of a [num_heads * head_dim, ...] tensor within every head."""
+    head_dim = len(perm)
+    heads = tensor.reshape(num_heads, head_dim, *tensor.shape[1:])
+    return heads[:, perm].reshape(tensor.shape)
+
+
+def lingua_to_hf_rope_layout(state_dict, config):
+    """Permute HF-named q/k tensors of a Lingua-layout state dict into the rotate-half layout (in a new dict)."""
+    perm = torch.tensor(rope_layout_permutation(config.head_dim, config.rotary_dim))
+    H, KV, hd = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    out = dict(state_dict)
+    for key, tensor in state_dict.items():
+        if key.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias", "self_attn.q_norm.weight")):
+            out[key] = _permute_heads(tensor, H, perm)
+        elif key.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias", "self_attn.k_norm.weight")):
+            out[key] = _permute_heads(tensor, KV, perm)
+        elif key.endswith("self_attn.canonB.weight"):
+            q, k, v = tensor.split((H * hd, KV * hd, KV * hd), dim=0)
+            out[key] = torch.cat((_permute_heads(q, H, perm), _permute_heads(k, KV, perm), v), dim=0)
+    return out
+
+
+def lingua_state_to_hf(state_dict, config):
+    """Rename a Lingua state dict to HF names (and permute for rope_version='huggingface').
+
+    Returns (mapped, unexpected_keys)."""
+    mapped, unexpected = {}, []
+    for key, tensor in state_dict.items():
+        if key == LINGUA_TIED_OUTPUT and config.tie_word_embeddings:
+            continue
+        hf_key = lingua_key_to_hf(key)
+        if hf_key is None:
+            unexpected.append(key)
+        else:
+            mapped[hf_key] = tensor
+    if config.rope_version == "huggingface":
+        mapped = lingua_to_hf_rope_layout(mapped, config)
+    return mapped, sorted(unexpected)
+
+
+def lingua_ffn_width(dim, multiple_of=256, ffn_dim_multiplier=None):
+    """Lingua's MLP width when hidden_dim is unset: 2/3 of 4*dim, scaled, rounded up to multiple_of."""
+    width = int(2 * (4 * dim) / 3)
+    if ffn_dim_multiplier is not None:
+        width = int(ffn_dim_multiplier * width)
+    return multiple_of * ((width + multiple_of - 1) // multiple_of)
+
+
+def _special_token_ids(tokenizer_name, vocab_size):
+    if tokenizer_name == "tiktoken":
+        return vocab_size - 256, vocab_size - 255
+    if tokenizer_name == "bytes":
+        return 256, 257
+    return 1, 2  # SentencePiece Llama-2 ids
+
+
+def config_from_lingua_params(params, **overrides):
+    """A LlamaCanonConfig (rope_version 'lingua') from a Lingua params.json dict; overrides win."""
+    if "model" not in params:
+        raise ValueError(f"params.json has no 'model' section (keys: {sorted(params)}); expected a Lingua dump")
+    m = params["model"]
+    data = params.get("data") or {}
+    dim, n_layers = m["dim"], m["n_layers"]
+    head_dim = m.get("head_dim")
+    n_heads = m.get("n_heads") or dim // head_dim
+    head_dim = head_dim or dim // n_heads
+    tokenizer = (data.get("tokenizer") or {}).get("name")
+    bos, eos = _special_token_ids(tokenizer, m["vocab_size"])
+    fields = dict(
+        vocab_size=m["vocab_size"],
+        hidden_size=dim,
+        intermediate_size=m.get("hidden_dim")
+        or lingua_ffn_width(dim, m.get("multiple_of", 256), m.get("ffn_dim_multiplier")),
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=m.get("n_kv_heads") or n_heads,
+        head_dim=head_dim,
+        rms_norm_eps=m.get("norm_eps", 1e-5),
+        rope_theta=m.get("rope_theta", 10000.0),
+        rope_dim=m.get("rope_dim"),
+        qk_norm=m.get("qk_norm", False),
+        canon_set=m.get("canon_set", ""),
+        canon_kernel=m.get("canon_kernel", 4),
+        canon_residual=m.get("canon_residual", True),
+        canon_activation=m.get("canon_activation", False),
+        canon_bias=m.get("canon_bias", False),
+        tie_word_embeddings=m.get("weight_tying", False),
+        max_position_embeddings=data.get("seq_len") or m.get("max_seqlen", 4096),
+        bos_token_id=bos,
+        eos_token_id=eos,
+        rope_version="lingua",
+    )
+    fields.update(overrides)
+    return LlamaCanonConfig(**fields)
+
+
+def find_lingua_folder(path, variant, kwargs):
+    """The folder holding params.json + consolidated.pth for `path`, None for a Hugging Face folder or repo.
+
+    Raises a clear error for a local folder that is neither.
+    """
+    path = os.fspath(path)
+    subfolder = variant or "default"
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return None
+        for folder in (os.path.join(path, subfolder), path):
+            has_params = os.path.isfile(os.path.join(folder, "params.json"))
+            has_weights = os.path.isfile(os.path.join(folder, "consolidated.pth"))
+            if has_params and has_weights:
+                return folder
+            if has_weights:
+                raise FileNotFoundError(f"lingua folder {folder} has consolidated.pth but no params.json")
+            if has_params:
+                raise FileNotFoundError(f"lingua folder {folder} has params.json but no consolidated.pth")
+        raise FileNotFoundError(
+            f"{path} is neither a Hugging Face folder (config.json) nor a Lingua folder "
+            f"({subfolder}/params.json + consolidated.pth)"
+        )
+    if os.path.exists(path) or kwargs.get("local_files_only"):
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        params = hf_hub_download(repo_id=path, filename=f"{subfolder}/params.json", token=kwargs.get("token"))
+        hf_hub_download(repo_id=path, filename=f"{subfolder}/consolidated.pth", token=kwargs.get("token"))
+    except Exception:  # not a Lingua-layout repo, or no network: the standard loader decides and reports
+        return None
+    return os.path.dirname(params)
+
+
+LlamaCanonConfig.register_for_auto_class()
+LlamaCanonModel.register_for_auto_class("AutoModel")
+LlamaCanonForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = [
+    "LlamaCanonForCausalLM",
+    "LlamaCanonModel",
+    "LlamaCanonPreTrainedModel",
+    "CanonCache",
+    "config_from_lingua_params",
+    "lingua_state_to_hf",
+]
