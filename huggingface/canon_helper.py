@@ -162,7 +162,9 @@ class ShortConvolution(nn.Conv1d):
     optional bias starts at zero so that a fresh Canon layer keeps its residual behaviour.
     """
 
-    def __init__(self, hidden_size, kernel_size=4, bias=False, activation=False, residual=True, device=None, dtype=None):
+    def __init__(
+        self, hidden_size, kernel_size=4, bias=False, activation=False, residual=True, device=None, dtype=None
+    ):
         if kernel_size < 1:
             raise ValueError(f"canon kernel_size={kernel_size}; expected an integer >= 1")
         super().__init__(

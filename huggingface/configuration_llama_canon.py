@@ -125,14 +125,16 @@ class LlamaCanonConfig(PretrainedConfig):
         unknown = sorted(set(self.canon_set) - set(CANON_SITES))
         if unknown:
             raise ValueError(
-                f"canon_set={self.canon_set!r} contains {''.join(unknown)!r}; expected a string of the letters A, B, C, D"
+                f"canon_set={self.canon_set!r} contains {''.join(unknown)!r}; "
+                "expected a string of the letters A, B, C, D"
             )
         if not isinstance(self.canon_kernel, int) or self.canon_kernel < 1:
             raise ValueError(f"canon_kernel={self.canon_kernel!r}; expected an integer >= 1")
         if self.rope_version not in ROPE_VERSIONS:
             raise ValueError(f"rope_version={self.rope_version!r}; expected one of {ROPE_VERSIONS}")
-        if self.rope_dim is not None and (
-            not isinstance(self.rope_dim, int) or self.rope_dim <= 0 or self.rope_dim % 2 or self.rope_dim > self.head_dim
+        rope_dim = self.rope_dim
+        if rope_dim is not None and (
+            not isinstance(rope_dim, int) or rope_dim <= 0 or rope_dim % 2 or rope_dim > self.head_dim
         ):
             raise ValueError(
                 f"rope_dim={self.rope_dim!r}; expected an even integer in [2, head_dim={self.head_dim}] or None"

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import DynamicCache
 from transformers.generation import GenerationMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -183,8 +183,9 @@ class LlamaCanonAttention(nn.Module):
         if "B" in config.canon_set:
             self.canonB = create_canon(sum(self.split_sizes), config)
 
-    def forward(self, hidden_states, position_embeddings, attention_mask=None, canon_mask=None, past_key_values=None,
-                **kwargs):
+    def forward(
+        self, hidden_states, position_embeddings, attention_mask=None, canon_mask=None, past_key_values=None, **kwargs
+    ):
         B, T, _ = hidden_states.shape
         q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
         if self.config.qk_norm:
@@ -202,9 +203,7 @@ class LlamaCanonAttention(nn.Module):
         if past_key_values is not None:
             k, v = past_key_values.update(k, v, self.layer_idx)
         implementation = self.config._attn_implementation or "sdpa"
-        attention = (
-            eager_attention_forward if implementation == "eager" else ALL_ATTENTION_FUNCTIONS[implementation]
-        )
+        attention = eager_attention_forward if implementation == "eager" else ALL_ATTENTION_FUNCTIONS[implementation]
         out, weights = attention(
             self,
             q,
@@ -244,8 +243,15 @@ class LlamaCanonDecoderLayer(GradientCheckpointingLayer):
             return norm_canon(h, norm.weight, canon.weight[:, 0, :], norm.variance_epsilon, canon.residual)
         return _apply_canon(canon, norm(h), site, self.layer_idx, canon_mask, cache)
 
-    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, canon_mask=None,
-                past_key_values=None, **kwargs):
+    def forward(
+        self,
+        hidden_states,
+        position_embeddings=None,
+        attention_mask=None,
+        canon_mask=None,
+        past_key_values=None,
+        **kwargs,
+    ):
         kwargs.pop("use_cache", None)
         kwargs.pop("position_ids", None)
         n = self._norm_then_canon(hidden_states, self.input_layernorm, "canonA", canon_mask, past_key_values)
