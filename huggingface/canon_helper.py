@@ -72,8 +72,13 @@ def canon_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return _CanonConv.apply(x, weight)
 
 
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """At least fp32 (fp64 stays fp64)."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 def _rms_normalize(h: torch.Tensor, norm_weight: torch.Tensor, eps: float):
-    h32 = h.float()
+    h32 = upcast(h)
     rstd = torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + eps)
     return norm_weight * (h32 * rstd).to(h.dtype), rstd
 
@@ -93,15 +98,15 @@ class _NormCanon(torch.autograd.Function):
     def backward(ctx, grad):
         h, rstd, norm_weight, canon_weight = ctx.saved_tensors
         grad = grad.contiguous()
-        normed = (h.float() * rstd).to(h.dtype)
+        normed32 = upcast(h) * rstd
+        normed = normed32.to(h.dtype)
         n = norm_weight * normed
         grad_n, grad_cw = _conv_backward(grad, n, canon_weight)
         if ctx.residual:
             grad_n = grad_n + grad
         grad_nw = torch.einsum("btc,btc->c", grad_n, normed)
         # d/dh of h * rstd: rstd * (g - normed * mean(g * normed)), with g = grad_n * norm_weight, in fp32
-        g = (grad_n * norm_weight).float()
-        normed32 = h.float() * rstd
+        g = upcast(grad_n * norm_weight)
         grad_h = rstd * (g - normed32 * (g * normed32).mean(-1, keepdim=True))
         return grad_h.to(h.dtype), grad_nw.to(norm_weight.dtype), grad_cw.to(canon_weight.dtype), None, None
 

@@ -72,7 +72,6 @@ class LlamaCanonConfig(PretrainedConfig):
         self.use_cache = use_cache
         self.pretraining_tp = pretraining_tp
         self.rope_theta = rope_theta
-        self.rope_scaling = rope_scaling
         self.attention_bias = attention_bias
         self.attention_dropout = attention_dropout
         self.mlp_bias = mlp_bias
@@ -89,6 +88,8 @@ class LlamaCanonConfig(PretrainedConfig):
         if rope_dim is None and saved_factor is not None and saved_factor != 1.0:
             rope_dim = int(round(self.head_dim * saved_factor))
         self.rope_dim = rope_dim
+        if rope_scaling is not None:
+            raise ValueError(f"rope_scaling={rope_scaling!r} is not supported; LlamaCanon uses plain RoPE (None)")
         self._validate()
         if saved_factor is not None and abs(saved_factor - self.partial_rotary_factor) > 1e-9:
             raise ValueError(
@@ -144,8 +145,6 @@ class LlamaCanonConfig(PretrainedConfig):
                 f"num_key_value_heads={self.num_key_value_heads} must divide "
                 f"num_attention_heads={self.num_attention_heads}"
             )
-        if self.rope_scaling is not None:
-            raise ValueError(f"rope_scaling={self.rope_scaling!r} is not supported; LlamaCanon uses plain RoPE (None)")
 
 
 __all__ = ["LlamaCanonConfig"]

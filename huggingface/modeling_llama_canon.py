@@ -20,7 +20,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
-from .canon_helper import CanonCache, ShortConvolution, canon_swiglu, create_canon, norm_canon
+from .canon_helper import CanonCache, ShortConvolution, canon_swiglu, create_canon, norm_canon, upcast
 from .configuration_llama_canon import LlamaCanonConfig
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -36,7 +36,7 @@ class LlamaRMSNorm(nn.Module):
 
     def forward(self, hidden_states):
         input_dtype = hidden_states.dtype
-        h = hidden_states.float()
+        h = upcast(hidden_states)
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
         return self.weight * h.to(input_dtype)
 
@@ -60,7 +60,7 @@ class LlamaCanonRotaryEmbedding(nn.Module):
     def forward(self, x, position_ids):
         exponents = torch.arange(0, self.rotary_dim, 2, device=x.device, dtype=torch.float32) / self.rotary_dim
         inv_freq = 1.0 / (self.theta**exponents)
-        freqs = position_ids[..., None].float() * inv_freq
+        freqs = position_ids[..., None].to(inv_freq.dtype) * inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
 
@@ -75,8 +75,8 @@ def _rotate(x, cos, sin, rope_version):
         return x * cos + rotate_half(x) * sin
     # lingua / Meta Llama layout: coordinates (2j, 2j+1) form pair j; computed in fp32 like Lingua
     half = cos.shape[-1] // 2
-    cos, sin = cos[..., :half].float(), sin[..., :half].float()
-    pairs = x.float().unflatten(-1, (half, 2))
+    cos, sin = upcast(cos[..., :half]), upcast(sin[..., :half])
+    pairs = upcast(x).unflatten(-1, (half, 2))
     x0, x1 = pairs[..., 0], pairs[..., 1]
     out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
     return out.flatten(-2).to(x.dtype)
