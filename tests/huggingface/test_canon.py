@@ -116,7 +116,7 @@ def test_fast_path_equals_plain_path(K):
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
     g_fast = torch.autograd.grad(fast.sum(), (x, conv.weight))
     g_plain = torch.autograd.grad(plain.sum(), (x, conv.weight))
-    for a, b in zip(g_fast, g_plain):
+    for a, b in zip(g_fast, g_plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
     states = [torch.zeros(2, 64, K - 1, device="cuda") for _ in range(2)]
     steps = [

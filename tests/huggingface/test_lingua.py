@@ -74,7 +74,8 @@ def lingua_reference_logits(sd, p, ids):
 
     h = sd["tok_embeddings.weight"][ids]
     for i in range(L):
-        g = lambda name: sd[f"layers.{i}.{name}.weight"]  # noqa: E731
+        prefix = f"layers.{i}."
+        g = lambda name, prefix=prefix: sd[f"{prefix}{name}.weight"]  # noqa: E731
         x = canon(rms(h, g("attention_norm")), g("canonA"))
         q, k, v = x @ g("attention.wq").T, x @ g("attention.wk").T, x @ g("attention.wv").T
         q, k = rms(q, g("attention.q_norm")), rms(k, g("attention.k_norm"))
@@ -193,8 +194,8 @@ def test_params_json_fields_are_all_derived():
     assert (config.num_key_value_heads, config.head_dim, config.rope_dim) == (8, 128, 32)
     assert (config.canon_kernel, config.canon_activation, config.canon_residual) == (3, True, False)
     assert config.tie_word_embeddings and config.rope_theta == 100000.0 and config.rope_version == "lingua"
-    assert config_from_lingua_params({"model": dict(params["model"], dim=2048, ffn_dim_multiplier=None,
-                                                    n_heads=32, n_kv_heads=None)}).intermediate_size == 5632  # fmt: skip
+    one_b = dict(params["model"], dim=2048, ffn_dim_multiplier=None, n_heads=32, n_kv_heads=None)
+    assert config_from_lingua_params({"model": one_b}).intermediate_size == 5632
 
 
 def test_tied_lingua_checkpoint_loads(tmp_path, make_model):

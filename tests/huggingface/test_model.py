@@ -107,7 +107,8 @@ def reference_beam_search(model, prompt, num_beams, steps):
                 logits = model(torch.tensor([tokens]), use_cache=False).logits[0, -1]
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             top = logprobs.topk(num_beams)
-            candidates += [(tokens + [t], score + lp) for lp, t in zip(top.values.tolist(), top.indices.tolist())]
+            pairs = zip(top.values.tolist(), top.indices.tolist(), strict=True)
+            candidates += [(tokens + [t], score + lp) for lp, t in pairs]
         beams = sorted(candidates, key=lambda c: -c[1])[:num_beams]
     return beams[0][0]
 
@@ -181,8 +182,8 @@ def test_without_canon_equals_transformers_llama(make_model, tie):
     config = LlamaConfig(**{k: v for k, v in ours.config.to_dict().items() if k in LlamaConfig().to_dict()})
     config.tie_word_embeddings = tie
     theirs = LlamaForCausalLM(config).eval()
-    missing, unexpected = theirs.load_state_dict(ours.state_dict(), strict=False), None
-    assert not missing.missing_keys and not missing.unexpected_keys
+    result = theirs.load_state_dict(ours.state_dict(), strict=False)
+    assert not result.missing_keys and not result.unexpected_keys
     ids = torch.randint(3, 61, (2, 11))
     with torch.no_grad():
         torch.testing.assert_close(ours(ids).logits, theirs(ids).logits, rtol=1e-5, atol=1e-5)
