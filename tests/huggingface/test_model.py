@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from huggingface import CanonCache, LlamaCanonForCausalLM
+from huggingface import CanonCache, LlamaCanonForCausalLM, canon_helper
 
 # canon_set x kernel x {full, partial RoPE} x qk_norm; head_dim is 8, so rope_dim 4 is partial
 MATRIX = list(itertools.product(["", "A", "AC", "ABCD"], [2, 3, 4], [None, 4], [False, True]))
@@ -211,3 +211,26 @@ def test_training_gradients_match_the_cached_path_and_checkpointing(make_model, 
     for mode in ("plain", "checkpointed"):
         for name, grad in grads["fused"].items():
             torch.testing.assert_close(grad, grads[mode][name], rtol=1e-9, atol=1e-12, msg=f"{mode} {name}")
+
+
+@pytest.mark.skipif(
+    canon_helper.causal_conv1d_fn is None or not torch.cuda.is_available(), reason="needs causal-conv1d and CUDA"
+)
+def test_cuda_fast_path_model_matches_cpu(make_model):
+    """On CUDA the Canon layers run causal-conv1d (prefill and decode); logits and gradients match the CPU path."""
+    cpu = make_model(canon_set="ABCD", rope_dim=4, qk_norm=True)
+    gpu = make_model(canon_set="ABCD", rope_dim=4, qk_norm=True).cuda()
+    ids = torch.randint(3, 61, (2, 13))
+    with torch.no_grad():
+        full = gpu(ids.cuda()).logits
+        torch.testing.assert_close(full.cpu(), cpu(ids).logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(incremental_logits(gpu, ids.cuda(), [5] + [1] * 8), full, rtol=1e-4, atol=1e-4)
+    assert torch.equal(
+        gpu.generate(ids.cuda(), max_new_tokens=6, num_beams=2, eos_token_id=None).cpu(),
+        cpu.generate(ids, max_new_tokens=6, num_beams=2, eos_token_id=None),
+    )
+    for model, device in ((cpu, "cpu"), (gpu, "cuda")):
+        model.train()
+        model(ids.to(device), labels=ids.to(device)).loss.backward()
+    for (name, p_cpu), p_gpu in zip(cpu.named_parameters(), gpu.parameters(), strict=True):
+        torch.testing.assert_close(p_gpu.grad.cpu(), p_cpu.grad, rtol=1e-3, atol=1e-4, msg=name)
