@@ -30,18 +30,26 @@ FAST_KERNEL_SIZES = (2, 3, 4)
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """At least fp32 (fp64 stays fp64): half-precision inputs accumulate in fp32."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
 def _conv_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """y[:, t] = sum_k weight[:, k] * x[:, t - (K-1) + k], zero left context. x [B, T, C], weight [C, K]."""
     K, T = weight.shape[-1], x.shape[1]
-    y = x * weight[:, K - 1]
+    x32, weight = upcast(x), upcast(weight)
+    y = x32 * weight[:, K - 1]
     for shift in range(1, min(K, T)):
-        y[:, shift:].addcmul_(x[:, : T - shift], weight[:, K - 1 - shift])
-    return y
+        y[:, shift:].addcmul_(x32[:, : T - shift], weight[:, K - 1 - shift])
+    return y.to(x.dtype)
 
 
 def _conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor):
-    """Gradients of `_conv_forward` w.r.t. x and weight."""
+    """Gradients of `_conv_forward` w.r.t. x (in x's dtype) and weight (fp32 or fp64)."""
     K, T = weight.shape[-1], x.shape[1]
+    dtype = x.dtype
+    grad, x, weight = upcast(grad), upcast(x), upcast(weight)
     grad_x = grad * weight[:, K - 1]
     grad_w = torch.empty_like(weight)
     grad_w[:, K - 1] = torch.einsum("btc,btc->c", grad, x)
@@ -51,7 +59,7 @@ def _conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor):
             grad_w[:, K - 1 - shift] = torch.einsum("btc,btc->c", grad[:, shift:], x[:, : T - shift])
         else:
             grad_w[:, K - 1 - shift] = 0
-    return grad_x, grad_w
+    return grad_x.to(dtype), grad_w
 
 
 class _CanonConv(torch.autograd.Function):
@@ -70,11 +78,6 @@ class _CanonConv(torch.autograd.Function):
 def canon_conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Causal depthwise conv of x [B, T, C] with weight [C, K] and zero left context (plain PyTorch)."""
     return _CanonConv.apply(x, weight)
-
-
-def upcast(t: torch.Tensor) -> torch.Tensor:
-    """At least fp32 (fp64 stays fp64)."""
-    return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
 def _rms_normalize(h: torch.Tensor, norm_weight: torch.Tensor, eps: float):
@@ -104,7 +107,7 @@ class _NormCanon(torch.autograd.Function):
         grad_n, grad_cw = _conv_backward(grad, n, canon_weight)
         if ctx.residual:
             grad_n = grad_n + grad
-        grad_nw = torch.einsum("btc,btc->c", grad_n, normed)
+        grad_nw = torch.einsum("btc,btc->c", upcast(grad_n), normed32)
         # d/dh of h * rstd: rstd * (g - normed * mean(g * normed)), with g = grad_n * norm_weight, in fp32
         g = upcast(grad_n * norm_weight)
         grad_h = rstd * (g - normed32 * (g * normed32).mean(-1, keepdim=True))

@@ -234,3 +234,18 @@ def test_cuda_fast_path_model_matches_cpu(make_model):
         model(ids.to(device), labels=ids.to(device)).loss.backward()
     for (name, p_cpu), p_gpu in zip(cpu.named_parameters(), gpu.parameters(), strict=True):
         torch.testing.assert_close(p_gpu.grad.cpu(), p_cpu.grad, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_bf16_training_step_tracks_fp32(make_model):
+    ids = torch.randint(3, 61, (2, 16))
+    losses, grads = {}, {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = make_model(canon_set="ABCD", rope_dim=4, qk_norm=True).to(dtype).train()
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        losses[dtype] = loss.item()
+        grads[dtype] = torch.cat([p.grad.float().flatten() for p in model.parameters()])
+        assert all(p.grad.dtype == dtype for p in model.parameters())
+    assert abs(losses[torch.bfloat16] - losses[torch.float32]) < 0.05 * losses[torch.float32]
+    cosine = torch.nn.functional.cosine_similarity(grads[torch.bfloat16], grads[torch.float32], dim=0)
+    assert cosine > 0.99
