@@ -51,15 +51,19 @@ def _conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor):
     dtype = x.dtype
     grad, x, weight = upcast(grad), upcast(x), upcast(weight)
     grad_x = grad * weight[:, K - 1]
-    grad_w = torch.empty_like(weight)
-    grad_w[:, K - 1] = torch.einsum("btc,btc->c", grad, x)
-    for shift in range(1, K):
-        if shift < T:
-            grad_x[:, : T - shift].addcmul_(grad[:, shift:], weight[:, K - 1 - shift])
-            grad_w[:, K - 1 - shift] = torch.einsum("btc,btc->c", grad[:, shift:], x[:, : T - shift])
-        else:
-            grad_w[:, K - 1 - shift] = 0
+    grad_w = torch.zeros_like(weight)
+    grad_w[:, K - 1] = (grad * x).sum((0, 1))
+    for shift in range(1, min(K, T)):
+        grad_x[:, : T - shift].addcmul_(grad[:, shift:], weight[:, K - 1 - shift])
+        grad_w[:, K - 1 - shift] = (grad[:, shift:] * x[:, : T - shift]).sum((0, 1))
     return grad_x.to(dtype), grad_w
+
+
+def fold_residual(weight: torch.Tensor, residual: bool) -> torch.Tensor:
+    """x + conv_w(x) == conv_w'(x) with w' = w plus 1 on the current-token tap: the residual costs no extra pass."""
+    if not residual:
+        return weight
+    return torch.cat([weight[:, :-1], weight[:, -1:] + 1], dim=1)
 
 
 class _CanonConv(torch.autograd.Function):
@@ -87,27 +91,22 @@ def _rms_normalize(h: torch.Tensor, norm_weight: torch.Tensor, eps: float):
 
 
 class _NormCanon(torch.autograd.Function):
-    """out = n + conv(n) with n = RMSNorm(h); stores h and the per-token rstd only."""
+    """conv(n) (+ n) with n = RMSNorm(h); stores h and the per-token rstd only."""
 
     @staticmethod
     def forward(ctx, h, norm_weight, canon_weight, eps, residual):
         n, rstd = _rms_normalize(h, norm_weight, eps)
-        y = _conv_forward(n, canon_weight)
         ctx.save_for_backward(h, rstd, norm_weight, canon_weight)
         ctx.residual = residual
-        return y + n if residual else y
+        return _conv_forward(n, fold_residual(canon_weight, residual))
 
     @staticmethod
     def backward(ctx, grad):
         h, rstd, norm_weight, canon_weight = ctx.saved_tensors
-        grad = grad.contiguous()
         normed32 = upcast(h) * rstd
-        normed = normed32.to(h.dtype)
-        n = norm_weight * normed
-        grad_n, grad_cw = _conv_backward(grad, n, canon_weight)
-        if ctx.residual:
-            grad_n = grad_n + grad
-        grad_nw = torch.einsum("btc,btc->c", upcast(grad_n), normed32)
+        n = norm_weight * normed32.to(h.dtype)
+        grad_n, grad_cw = _conv_backward(grad.contiguous(), n, fold_residual(canon_weight, ctx.residual))
+        grad_nw = (upcast(grad_n) * normed32).sum((0, 1))
         # d/dh of h * rstd: rstd * (g - normed * mean(g * normed)), with g = grad_n * norm_weight, in fp32
         g = upcast(grad_n * norm_weight)
         grad_h = rstd * (g - normed32 * (g * normed32).mean(-1, keepdim=True))
@@ -119,43 +118,77 @@ def norm_canon(h, norm_weight, canon_weight, eps, residual):
     return _NormCanon.apply(h, norm_weight, canon_weight, eps, residual)
 
 
+def _time_chunks(T: int, K: int, rows: int):
+    """(t0, t1, left, right): chunks of `rows` positions with up to K-1 positions of context on each side."""
+    for t0 in range(0, T, rows):
+        t1 = min(T, t0 + rows)
+        yield t0, t1, min(t0, K - 1), min(T - t1, K - 1)
+
+
+def _default_rows(batch: int, channels: int) -> int:
+    """Chunk length along time so one chunk of input stays around 2 MiB (cache-resident on CPUs)."""
+    return max(16, (1 << 19) // max(1, batch * channels))
+
+
 class _CanonSwiGLU(torch.autograd.Function):
-    """silu(g + conv(g)) * (u + conv(u)) for the two halves of Canon-D; stores g and u only."""
+    """silu(g) * u with [g | u] = conv([gate | up]) (+ [gate | up]): Canon-D then SwiGLU; stores [gate | up] only.
+
+    Forward and backward walk the sequence in chunks (with K-1 positions of overlap), so the conv output, its
+    activation and their gradients never exist for the whole sequence at once: the work stays in cache.
+    """
 
     @staticmethod
-    def forward(ctx, gate, up, weight_gate, weight_up, residual):
-        g = _conv_forward(gate, weight_gate)
-        u = _conv_forward(up, weight_up)
-        if residual:
-            g += gate
-            u += up
-        ctx.save_for_backward(gate, up, weight_gate, weight_up)
-        ctx.residual = residual
-        return F.silu(g) * u
+    def forward(ctx, gate_up, weight, residual, rows):
+        ctx.save_for_backward(gate_up, weight)
+        ctx.residual, ctx.rows = residual, rows
+        folded = fold_residual(weight, residual)
+        B, T, C2 = gate_up.shape
+        out = gate_up.new_empty(B, T, C2 // 2)
+        for t0, t1, left, _ in _time_chunks(T, folded.shape[-1], rows):
+            g, u = _conv_forward(gate_up[:, t0 - left : t1], folded)[:, left:].chunk(2, dim=-1)
+            torch.mul(F.silu(g), u, out=out[:, t0:t1])
+        return out
 
     @staticmethod
     def backward(ctx, grad):
-        gate, up, weight_gate, weight_up = ctx.saved_tensors
+        gate_up, weight = ctx.saved_tensors
+        folded = fold_residual(weight, ctx.residual)
+        K, (B, T, C2) = folded.shape[-1], gate_up.shape
         grad = grad.contiguous()
-        g = _conv_forward(gate, weight_gate)
-        u = _conv_forward(up, weight_up)
-        if ctx.residual:
-            g += gate
-            u += up
-        sig = torch.sigmoid(g)
-        grad_u = grad * g * sig
-        grad_g = grad * u * sig * (1 + g * (1 - sig))
-        grad_gate, grad_wg = _conv_backward(grad_g, gate, weight_gate)
-        grad_up, grad_wu = _conv_backward(grad_u, up, weight_up)
-        if ctx.residual:
-            grad_gate += grad_g
-            grad_up += grad_u
-        return grad_gate, grad_up, grad_wg.to(weight_gate.dtype), grad_wu.to(weight_up.dtype), None
+        grad_in = torch.empty_like(gate_up)
+        grad_w = torch.zeros_like(upcast(folded))
+        for t0, t1, left, right in _time_chunks(T, K, ctx.rows):
+            L = t1 - t0
+            x = gate_up[:, t0 - left : t1 + right]  # inputs of the conv outputs at [t0, t1 + right)
+            g, u = _conv_forward(x, folded)[:, left:].chunk(2, dim=-1)
+            g_out = grad[:, t0 : t1 + right]
+            grad_gu = torch.empty(B, L + right, C2, dtype=gate_up.dtype, device=gate_up.device)
+            grad_g, grad_u = grad_gu.chunk(2, dim=-1)
+            torch.ops.aten.silu_backward.grad_input(g_out * u, g, grad_input=grad_g)
+            torch.mul(g_out, F.silu(g), out=grad_u)
+            grad_gu, x, w = upcast(grad_gu), upcast(x), upcast(folded)
+            # input gradient at [t0, t1): sum over taps of later output gradients (zero past the sequence end)
+            grad_x = grad_gu[:, :L] * w[:, K - 1]
+            for shift in range(1, K):
+                n = min(L, L + right - shift)
+                if n > 0:
+                    grad_x[:, :n].addcmul_(grad_gu[:, shift : shift + n], w[:, K - 1 - shift])
+            grad_in[:, t0:t1] = grad_x
+            # weight gradient: output gradients at [t0, t1) times the inputs `shift` positions earlier
+            for shift in range(K):
+                a = max(0, shift - left)
+                if a < L:
+                    product = grad_gu[:, a:L] * x[:, a + left - shift : L + left - shift]
+                    grad_w[:, K - 1 - shift] += product.sum((0, 1))
+        return grad_in, grad_w.to(weight.dtype), None, None
 
 
-def canon_swiglu(gate, up, weight_gate, weight_up, residual):
-    """Canon-D on [gate | up] followed by silu(gate) * up, recomputing the conv outputs in backward."""
-    return _CanonSwiGLU.apply(gate, up, weight_gate, weight_up, residual)
+def canon_swiglu(gate_up, weight, residual, rows=None):
+    """Canon-D on [gate | up] ([B, T, 2F], weight [2F, K]) followed by silu(gate) * up, recomputing in backward.
+
+    rows: chunk length along time (default: about 2 MiB of input per chunk)."""
+    rows = rows or _default_rows(gate_up.shape[0], gate_up.shape[-1])
+    return _CanonSwiGLU.apply(gate_up, weight, residual, rows)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -212,13 +245,6 @@ class ShortConvolution(nn.Conv1d):
     def uses_fast_path(self, x: torch.Tensor) -> bool:
         return causal_conv1d_fn is not None and x.is_cuda and self.kernel in FAST_KERNEL_SIZES
 
-    def _finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.bias is not None:
-            y = y + self.bias
-        if self.activation:
-            y = F.silu(y)
-        return x + y if self.residual else y
-
     def forward(self, x, attention_mask=None, conv_state=None, use_fast_path=None):
         """Apply the Canon layer to x [B, T, C].
 
@@ -226,29 +252,49 @@ class ShortConvolution(nn.Conv1d):
             (out of place), so they never leak into later tokens.
         conv_state: optional [B, C, K-1] tensor with the previous K-1 inputs (oldest first). It serves as left
             context and is replaced by the last K-1 inputs of this call (updated in place).
+        use_fast_path: force (True) or forbid (False) the causal-conv1d kernels; default: when available.
         Returns the output [B, T, C].
         """
         if attention_mask is not None:
             x = torch.where(attention_mask[..., None].bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
-        weight = self.weight[:, 0, :]
         fast = self.uses_fast_path(x) if use_fast_path is None else use_fast_path
-        K, T = self.kernel, x.shape[1]
+        if conv_state is not None and x.shape[1] == 1:
+            y = self._step(x, conv_state, fast)
+            return x + y if self.residual else y
+        folded = self.residual and not self.activation
+        weight = fold_residual(self.weight[:, 0, :], folded)
         if conv_state is None:
-            if fast:
-                y = causal_conv1d_fn(x.transpose(1, 2), weight, None, None).transpose(1, 2)
-            else:
-                y = canon_conv(x, weight)
-            return self._finish(x, y)
-        if fast and T == 1:
-            # causal_conv1d_update shifts the state in place and returns the conv output for this step
+            y = (
+                causal_conv1d_fn(x.transpose(1, 2), weight, None, None).transpose(1, 2)
+                if fast
+                else canon_conv(x, weight)
+            )
+        else:
+            context = torch.cat([conv_state.transpose(1, 2).to(x.dtype), x], dim=1)
+            y = canon_conv(context, weight)[:, self.kernel - 1 :]
+            conv_state.copy_(context[:, context.shape[1] - (self.kernel - 1) :].transpose(1, 2))
+        if self.bias is not None:
+            y = y + self.bias
+        if self.activation:
+            y = F.silu(y)
+        return x + y if self.residual and not folded else y
+
+    def _step(self, x, conv_state, fast):
+        """One decoding step (bias and activation included, residual not): the conv over the K-1 stored inputs
+        and x [B, 1, C]; the state shifts by one, in place. Kept to a handful of ops: decoding is overhead-bound."""
+        weight = self.weight[:, 0, :]
+        if fast:
+            # causal_conv1d_update shifts a width-K state left and writes x into its last slot
             state = torch.cat([conv_state.new_zeros(conv_state.shape[:2] + (1,)), conv_state], dim=-1).to(x.dtype)
-            y = causal_conv1d_update(x[:, 0, :], state, weight, None, None)[:, None, :]
+            y = causal_conv1d_update(x[:, 0, :], state, weight, self.bias, "silu" if self.activation else None)
             conv_state.copy_(state[..., 1:])
-            return self._finish(x, y)
-        context = torch.cat([conv_state.transpose(1, 2).to(x.dtype), x], dim=1)
-        y = canon_conv(context, weight)[:, K - 1 :]
-        conv_state.copy_(context[:, context.shape[1] - (K - 1) :].transpose(1, 2))
-        return self._finish(x, y)
+            return y[:, None, :]
+        window = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)
+        conv_state.copy_(window[..., 1:])
+        y = torch.linalg.vecdot(upcast(window), upcast(weight)).to(x.dtype).unsqueeze(1)
+        if self.bias is not None:
+            y = y + self.bias
+        return F.silu(y) if self.activation else y
 
 
 def create_canon(channels: int, config) -> ShortConvolution:

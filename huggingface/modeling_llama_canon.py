@@ -116,18 +116,21 @@ class LlamaCanonMLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
         self.act_fn = ACT2FN[config.hidden_act]
+        self.is_swiglu = config.hidden_act in ("silu", "swish")
         if "D" in config.canon_set:
             self.canonD = create_canon(2 * config.intermediate_size, config)
 
     def forward(self, x, canon_mask=None, past_key_values=None):
-        gate, up = self.gate_proj(x), self.up_proj(x)
         canon = getattr(self, "canonD", None)
+        if canon is not None and self.is_swiglu and _can_fuse(canon, canon_mask, past_key_values, x):
+            # training: one GEMM for [gate | up], then Canon-D and SwiGLU fused (recomputed in backward)
+            weight = torch.cat((self.gate_proj.weight, self.up_proj.weight))
+            bias = None if self.gate_proj.bias is None else torch.cat((self.gate_proj.bias, self.up_proj.bias))
+            gate_up = F.linear(x, weight, bias)
+            return self.down_proj(canon_swiglu(gate_up, canon.weight[:, 0, :], canon.residual))
+        gate, up = self.gate_proj(x), self.up_proj(x)
         if canon is None:
             return self.down_proj(self.act_fn(gate) * up)
-        if _can_fuse(canon, canon_mask, past_key_values, x) and self.act_fn.__class__ is nn.SiLU:
-            w = canon.weight[:, 0, :]
-            F_ = self.intermediate_size
-            return self.down_proj(canon_swiglu(gate, up, w[:F_], w[F_:], canon.residual))
         gate, up = _apply_canon(
             canon, torch.cat((gate, up), dim=-1), "canonD", self.layer_idx, canon_mask, past_key_values
         ).chunk(2, dim=-1)
@@ -339,12 +342,6 @@ class LlamaCanonModel(LlamaCanonPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    def get_input_embeddings(self):
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value):
-        self.embed_tokens = value
-
     def forward(
         self,
         input_ids=None,
@@ -427,18 +424,6 @@ class LlamaCanonForCausalLM(LlamaCanonPreTrainedModel, GenerationMixin):
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value):
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def set_output_embeddings(self, value):
-        self.lm_head = value
 
     def forward(
         self,

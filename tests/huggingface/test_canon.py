@@ -43,15 +43,14 @@ def test_norm_canon_gradients_and_values(residual):
 
 
 @pytest.mark.parametrize("residual", [True, False])
-def test_canon_swiglu_gradients_and_values(residual):
-    g = torch.randn(2, 6, 4, dtype=torch.float64, requires_grad=True)
-    u = torch.randn(2, 6, 4, dtype=torch.float64, requires_grad=True)
-    wg = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    wu = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *a: canon_swiglu(*a, residual), (g, u, wg, wu))
-    g2 = conv1d_reference(g, wg) + (g if residual else 0)
-    u2 = conv1d_reference(u, wu) + (u if residual else 0)
-    torch.testing.assert_close(canon_swiglu(g, u, wg, wu, residual), F.silu(g2) * u2)
+@pytest.mark.parametrize("K, rows", [(3, None), (3, 2), (4, 1), (4, 3), (2, 5), (1, 2)])
+def test_canon_swiglu_gradients_and_values(residual, K, rows):
+    """Also in chunks shorter than the kernel, so every chunk-boundary case is exercised."""
+    gate_up = torch.randn(2, 7, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(8, K, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: canon_swiglu(*a, residual, rows), (gate_up, w))
+    g, u = (conv1d_reference(gate_up, w) + (gate_up if residual else 0)).chunk(2, dim=-1)
+    torch.testing.assert_close(canon_swiglu(gate_up, w, residual, rows), F.silu(g) * u)
 
 
 @pytest.mark.parametrize("K, std", [(2, 1 / math.sqrt(6)), (3, 1 / 3), (4, 1 / math.sqrt(12))])
