@@ -22,24 +22,27 @@ def test_plain_conv_equals_torch_conv1d(K, T):
     torch.testing.assert_close(canon_conv(x, w), conv1d_reference(x, w), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("K", [1, 2, 4])
-def test_conv_gradients(K):
-    x = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("K, rows", [(1, None), (2, None), (4, None), (4, 1), (4, 2), (3, 4)])
+def test_conv_gradients_and_values_in_chunks(K, rows):
+    """Chunks shorter than the kernel exercise every chunk-boundary case."""
+    x = torch.randn(2, 7, 3, dtype=torch.float64, requires_grad=True)
     w = torch.randn(3, K, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(canon_conv, (x, w))
+    assert torch.autograd.gradcheck(lambda *a: canon_conv(*a, rows), (x, w))
+    torch.testing.assert_close(canon_conv(x, w, rows), conv1d_reference(x, w))
 
 
 @pytest.mark.parametrize("residual", [True, False])
-def test_norm_canon_gradients_and_values(residual):
+@pytest.mark.parametrize("rows", [None, 1, 4])
+def test_norm_canon_gradients_and_values(residual, rows):
     h = torch.randn(2, 6, 5, dtype=torch.float64, requires_grad=True)
     nw = (1 + 0.3 * torch.randn(5, dtype=torch.float64)).requires_grad_()
     cw = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *a: norm_canon(*a, 1e-5, residual), (h, nw, cw))
+    assert torch.autograd.gradcheck(lambda *a: norm_canon(*a, 1e-5, residual, rows), (h, nw, cw))
     norm = LlamaRMSNorm(5, eps=1e-5).double()
     norm.weight.data.copy_(nw)
     n = norm(h)
     expected = conv1d_reference(n, cw) + (n if residual else 0)
-    torch.testing.assert_close(norm_canon(h, nw, cw, 1e-5, residual), expected)
+    torch.testing.assert_close(norm_canon(h, nw, cw, 1e-5, residual, rows), expected)
 
 
 @pytest.mark.parametrize("residual", [True, False])
