@@ -47,19 +47,25 @@ class LlamaRMSNorm(nn.Module):
 class LlamaCanonRotaryEmbedding(nn.Module):
     """cos/sin [B, T, R] for the first R = rope_dim (or head_dim) coordinates of every head.
 
-    Frequencies are theta^(-2j/R), computed on the fly in fp32 (no buffer to re-materialise after meta-device
-    loading); the layout is rotate-half's (frequencies repeated twice).
+    Frequencies are theta^(-2j/R) in fp32, computed once per device and kept outside the state (no buffer to
+    re-materialise after meta-device loading); the layout is rotate-half's (frequencies repeated twice).
     """
 
     def __init__(self, config: LlamaCanonConfig):
         super().__init__()
         self.rotary_dim = config.rotary_dim
         self.theta = config.rope_theta
+        self._inv_freq = {}
+
+    def inv_freq(self, device):
+        if device not in self._inv_freq:
+            exponents = torch.arange(0, self.rotary_dim, 2, device=device, dtype=torch.float32) / self.rotary_dim
+            self._inv_freq[device] = 1.0 / (self.theta**exponents)
+        return self._inv_freq[device]
 
     @torch.no_grad()
     def forward(self, x, position_ids):
-        exponents = torch.arange(0, self.rotary_dim, 2, device=x.device, dtype=torch.float32) / self.rotary_dim
-        inv_freq = 1.0 / (self.theta**exponents)
+        inv_freq = self.inv_freq(x.device)
         freqs = position_ids[..., None].to(inv_freq.dtype) * inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
