@@ -42,10 +42,10 @@ class Settings:
     seq_len: int = 512
     batch_size: int = 4
     warmup: int = 3  # untimed training steps per model
-    repeats: int = 7  # timed training steps per model
+    repeats: int = 9  # timed training steps per model
     prompt_len: int = 32
     new_tokens: int = 128
-    decode_repeats: int = 5  # timed generate() calls per model, after one untimed call
+    decode_repeats: int = 9  # timed generate() calls per model, after one untimed call
 
 
 def settings_for(device: str, quick: bool) -> Settings:
