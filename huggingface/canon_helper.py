@@ -26,7 +26,7 @@ FAST_KERNEL_SIZES = (2, 3, 4)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Plain PyTorch causal depthwise convolution in [B, T, C] layout (no transposes, no padded copies).
+# Plain PyTorch causal depthwise convolution on [B, T, C] activations, chunked along time on CPU.
 # ----------------------------------------------------------------------------------------------------------------
 
 
