@@ -210,3 +210,25 @@ def test_tied_lingua_checkpoint_loads(tmp_path, make_model):
     ids = torch.randint(0, 61, (1, 9))
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
+
+
+def test_hub_repo_in_lingua_layout_is_downloaded_and_loaded(lingua_checkpoint, monkeypatch):
+    """A hub id whose repo holds <variant>/params.json + consolidated.pth (the released layout) loads as Lingua."""
+    import huggingface_hub
+
+    folder, _, model = lingua_checkpoint
+    requested = []
+
+    def fake_download(repo_id, filename, token=None):
+        requested.append((repo_id, filename))
+        return str(folder / filename)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    loaded = LlamaCanonForCausalLM.from_pretrained("facebook/PhysicsLM4.2__LlamaCanon-tiny")
+    assert requested == [
+        ("facebook/PhysicsLM4.2__LlamaCanon-tiny", "default/params.json"),
+        ("facebook/PhysicsLM4.2__LlamaCanon-tiny", "default/consolidated.pth"),
+    ]
+    ids = torch.randint(0, 61, (1, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
