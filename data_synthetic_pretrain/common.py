@@ -1,0 +1,53 @@
+"""Pieces shared by the token-level generators: per-sample RNGs, the node-count law, multi-token words, ids."""
+
+import math
+import random
+
+BOS = 9999
+
+
+def sample_rng(generator: str, preset: str, split: str, seed: int, index: int) -> random.Random:
+    """The RNG of one sample: a function of (generator, preset, split, seed, index) only, so any sharding or
+    number of worker processes produces byte-identical data."""
+    return random.Random(f"{generator}|{preset}|{split}|{seed}|{index}")
+
+
+def power_law_size(rng: random.Random, N: int) -> int:
+    """n in {3..N} with P(n) proportional to 1 / (n + sqrt(N)) (the training-set law of Depo and Brevo)."""
+    sizes = range(3, N + 1)
+    return rng.choices(sizes, weights=[1.0 / (n + math.sqrt(N)) for n in sizes])[0]
+
+
+def make_words(rng: random.Random, n: int, mini_vocab: int, min_len: int, max_len: int) -> list[tuple[int, ...]]:
+    """n distinct self-delimiting words: inner tokens in 1..mini_vocab, the last token in
+    mini_vocab+1..2*mini_vocab (so a concatenation splits uniquely at its "high" tokens)."""
+    capacity = sum(mini_vocab**length for length in range(min_len, max_len + 1))
+    if capacity < n:
+        raise ValueError(
+            f"cannot make {n} distinct words from mini_vocab={mini_vocab}, lengths {min_len}..{max_len} "
+            f"(only {capacity} exist)"
+        )
+    words: list[tuple[int, ...]] = []
+    seen = set()
+    while len(words) < n:
+        length = rng.randint(min_len, max_len)
+        word = [rng.randint(1, mini_vocab) for _ in range(length)]
+        word[-1] += mini_vocab
+        word = tuple(word)
+        if word not in seen:
+            seen.add(word)
+            words.append(word)
+    return words
+
+
+def split_words(tokens, mini_vocab: int) -> list[tuple[int, ...]]:
+    """Cut a concatenation of `make_words` words back into words (each ends at its first token > mini_vocab)."""
+    words, current = [], []
+    for token in tokens:
+        current.append(token)
+        if token > mini_vocab:
+            words.append(tuple(current))
+            current = []
+    if current:
+        raise ValueError(f"token run {current} does not end with a word-final token (> {mini_vocab})")
+    return words

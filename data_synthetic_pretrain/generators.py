@@ -1,0 +1,43 @@
+"""The registry of generators: presets, one-sample functions and their verifiers, by name."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import brevo, depo
+from .common import sample_rng
+
+
+@dataclass(frozen=True)
+class Generator:
+    presets: dict
+    sample: Callable  # (params, rng, split) -> record
+    verify: Callable  # record -> None | reason
+
+
+GENERATORS = {
+    "depo": Generator(depo.PRESETS, depo.depo_sample, depo.verify_depo),
+    "brevo": Generator(brevo.PRESETS, brevo.brevo_sample, brevo.verify_brevo),
+}
+SPLITS = ("train", "test")
+
+
+def resolve(generator: str, preset: str, split: str):
+    """The Generator and checked params for a request; one clear error for anything unknown."""
+    if generator not in GENERATORS:
+        raise ValueError(f"unknown generator {generator!r}; expected one of {sorted(GENERATORS)}")
+    spec = GENERATORS[generator]
+    if preset not in spec.presets:
+        raise ValueError(f"unknown {generator} preset {preset!r}; expected one of {sorted(spec.presets)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    params = spec.presets[preset]
+    params.check()
+    return spec, params
+
+
+def make_sample(generator: str, preset: str, split: str, seed: int, index: int) -> dict:
+    """Sample number `index` of (generator, preset, split, seed): the same record wherever it is computed."""
+    spec, params = resolve(generator, preset, split)
+    record = spec.sample(params, sample_rng(generator, preset, split, seed, index), split)
+    record["meta"].update(generator=generator, preset=preset, split=split, seed=seed, index=index)
+    return record

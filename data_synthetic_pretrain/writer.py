@@ -1,0 +1,81 @@
+"""Writing a generated dataset: shards in the lingua layout, worker processes, atomic renames, a progress bar."""
+
+import json
+import os
+import tempfile
+from functools import partial
+from multiprocessing import get_context
+
+from tqdm import tqdm
+
+from .generators import make_sample, resolve
+
+
+def shard_paths(out: str, name: str, shards: int) -> list[str]:
+    return [os.path.join(out, f"{name}.chunk.{j:02d}.jsonl") for j in range(shards)]
+
+
+def _line(generator, preset, split, seed, index) -> str:
+    return json.dumps(make_sample(generator, preset, split, seed, index), separators=(",", ":")) + "\n"
+
+
+def write_dataset(generator, preset, split, num, seed, out, shards=1, workers=1, progress=True) -> list[str]:
+    """Write `num` samples into `shards` files `out/<preset>_<split>.chunk.<NN>.jsonl` (shard j holds a contiguous
+    index range). Bytes depend only on the arguments that define the data, never on `workers`.
+
+    Every check happens before anything is written; files are written under temporary names and renamed at the
+    end, so a failed run leaves nothing behind and existing files are never overwritten.
+    """
+    resolve(generator, preset, split)
+    if num < 1:
+        raise ValueError(f"--num {num}; expected at least 1 sample")
+    if not 1 <= shards <= min(num, 100):
+        raise ValueError(f"--shards {shards}; expected 1..min(num, 100) = {min(num, 100)}")
+    if workers < 1:
+        raise ValueError(f"--workers {workers}; expected at least 1")
+    paths = shard_paths(out, f"{preset}_{split}", shards)
+    existing = [p for p in paths if os.path.exists(p)]
+    if existing:
+        raise FileExistsError(f"{existing[0]} already exists; choose another --out or remove it")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".probe-")
+        probe.close()
+    except OSError as error:
+        raise PermissionError(f"--out {out} is not a writable folder ({error.strerror})") from None
+
+    bounds = [num * j // shards for j in range(shards + 1)]
+    temps = [tempfile.NamedTemporaryFile("w", dir=out, prefix=".partial-", delete=False) for _ in paths]
+    line = partial(_line, generator, preset, split, seed)
+    try:
+        with get_context("spawn").Pool(workers) if workers > 1 else _InProcess() as pool:
+            lines = pool.imap(line, range(num), chunksize=64)
+            bar = tqdm(total=num, desc=f"{generator} {preset} {split}", unit="sample", disable=not progress)
+            for j, temp in enumerate(temps):
+                for _ in range(bounds[j], bounds[j + 1]):
+                    temp.write(next(lines))
+                    bar.update()
+                temp.close()
+            bar.close()
+        for temp, path in zip(temps, paths, strict=True):
+            os.replace(temp.name, path)
+    except BaseException:
+        for temp in temps:
+            temp.close()
+            if os.path.exists(temp.name):
+                os.remove(temp.name)
+        raise
+    return paths
+
+
+class _InProcess:
+    """The Pool interface, in this process (no start-up cost for small or single-worker runs)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def imap(self, fn, iterable, chunksize=1):
+        return map(fn, iterable)
