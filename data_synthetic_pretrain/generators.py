@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import brevo, depo
+from . import brevo, depo, mano
 from .common import sample_rng
 
 
@@ -17,6 +17,7 @@ class Generator:
 GENERATORS = {
     "depo": Generator(depo.PRESETS, depo.depo_sample, depo.verify_depo),
     "brevo": Generator(brevo.PRESETS, brevo.brevo_sample, brevo.verify_brevo),
+    "mano": Generator(mano.PRESETS, mano.mano_sample, mano.verify_mano),
 }
 SPLITS = ("train", "test")
 

@@ -22,7 +22,7 @@ def test_every_sample_passes_its_verifier(generator, preset, split):
     for index in range(20 if split == "train" else 3):
         record = make_sample(generator, preset, split, seed=3, index=index)
         assert GENERATORS[generator].verify(record) is None
-        assert record["tokens"][0] == BOS and len(record["labels"]) == len(record["tokens"])
+        assert record["tokens"][0] in (BOS, BOS - 1) and len(record["labels"]) == len(record["tokens"])
 
 
 def test_depo_layout_and_test_split():
@@ -162,3 +162,26 @@ def test_cli_generates_and_verifies(tmp_path):
     assert checked.returncode == 0 and "valid 25 invalid 0" in checked.stdout
     bad = cli("brevo", "--preset", "nope", "--num", "1", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "unknown brevo preset 'nope'" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        [9999, 20, 5, 5003, 7, 5018, 5013, 24, 5007],  # + 3 (* 18 13) = 7, the spec's reference examples
+        [9998, 10, 2, 5012, 5009, 14, 5003],
+        [9998, 30, 6, 2, 5017, 5, 5012, 5022, 5010, 34, 5019],
+        [9999, 30, 2, 2, 5011, 5018, 3, 5009, 5004, 34, 5003],
+    ],
+)
+def test_mano_verifier_accepts_the_reference_layout_and_rejects_wrong_values(tokens):
+    verify = GENERATORS["mano"].verify
+    record = {"tokens": tokens, "labels": [0] * (len(tokens) - 1) + [1], "meta": {"params": {"mod": 23}}}
+    assert verify(record) is None
+    assert verify(dict(record, tokens=tokens[:-1] + [tokens[-1] + 1 if tokens[-1] < 5022 else 5000])) is not None
+
+
+def test_mano_lengths_follow_the_split():
+    train = Counter(make_sample("mano", "mano-13", "train", 0, i)["meta"]["l"] for i in range(1300))
+    assert set(train) == set(range(1, 14)) and all(abs(c - 100) < 50 for c in train.values())
+    test = [make_sample("mano", "mano-13", "test", 0, i) for i in range(20)]
+    assert all(len(r["tokens"]) == 2 * 13 + 5 and r["meta"]["l"] == 13 for r in test)
