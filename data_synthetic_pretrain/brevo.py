@@ -9,9 +9,9 @@ reverse Kahn walk with uniformly random picks, as the reference does. Test split
 """
 
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from .common import BOS, make_words, power_law_size, split_words
+from .common import BOS, make_words, power_law_size, randbelow, split_words
 
 QUERY, ANSWER = 9997, 9998
 MAX_PARENTS = MAX_CHILDREN = 4
@@ -39,16 +39,19 @@ PRESETS = {
 def _random_dag(rng, nodes):
     """parents[v] for nodes in generation order: a few roots, then each node picks 1..4 earlier nodes that still
     have fewer than 4 children."""
-    roots = rng.randint(1, (len(nodes) - 1) // 4 + 1)
+    roots = 1 + randbelow(rng, (len(nodes) - 1) // 4 + 1)
     parents = {v: [] for v in nodes}
     children = dict.fromkeys(nodes, 0)
-    for i in range(roots, len(nodes)):
-        candidates = [v for v in nodes[:i] if children[v] < MAX_CHILDREN]
-        if candidates:
-            chosen = rng.sample(candidates, rng.randint(1, min(MAX_PARENTS, len(candidates))))
-            parents[nodes[i]] = chosen
+    open_nodes = list(nodes[:roots])  # earlier nodes with fewer than 4 children, in generation order
+    for v in nodes[roots:]:
+        if open_nodes:
+            chosen = rng.sample(open_nodes, 1 + randbelow(rng, min(MAX_PARENTS, len(open_nodes))))
+            parents[v] = chosen
             for p in chosen:
                 children[p] += 1
+            if any(children[p] == MAX_CHILDREN for p in chosen):
+                open_nodes = [u for u in open_nodes if children[u] < MAX_CHILDREN]
+        open_nodes.append(v)
     return parents
 
 
@@ -75,7 +78,7 @@ def brevo_sample(params: BrevoParams, rng, split: str) -> dict:
             pending[p] += 1
     ready, order = [query], []
     while ready:
-        v = ready.pop(rng.randrange(len(ready)))
+        v = ready.pop(randbelow(rng, len(ready)))
         order.append(v)
         for p in parents[v]:
             pending[p] -= 1
@@ -101,7 +104,7 @@ def brevo_sample(params: BrevoParams, rng, split: str) -> dict:
         spelled = {v: (v,) for v in nodes}
     context = [BOS] + [t for p, c in edges for t in (*spelled[p], *spelled[c])] + [QUERY, *spelled[query]]
     answer = [ANSWER] + [t for v in order for t in spelled[v]] + [ANSWER]
-    meta = {"n": n, "query": query, "answer": order, "depth": depth, "edges": len(edges), "params": asdict(params)}
+    meta = {"n": n, "query": query, "answer": order, "depth": depth, "edges": len(edges)}
     return {"tokens": context + answer, "labels": [0] * len(context) + [1] * len(answer), "meta": meta}
 
 

@@ -12,6 +12,12 @@ def sample_rng(generator: str, preset: str, split: str, seed: int, index: int) -
     return random.Random(f"{generator}|{preset}|{split}|{seed}|{index}")
 
 
+def randbelow(rng: random.Random, n: int) -> int:
+    """Uniform in 0..n-1 from one float draw: several times faster than randrange; the bias (n / 2^53) is far
+    below anything a sample set could show."""
+    return int(rng.random() * n)
+
+
 def power_law_size(rng: random.Random, N: int) -> int:
     """n in {3..N} with P(n) proportional to 1 / (n + sqrt(N)) (the training-set law of Depo and Brevo)."""
     sizes = range(3, N + 1)
@@ -29,14 +35,17 @@ def make_words(rng: random.Random, n: int, mini_vocab: int, min_len: int, max_le
         )
     words: list[tuple[int, ...]] = []
     seen = set()
-    while len(words) < n:
-        length = rng.randint(min_len, max_len)
-        word = [rng.randint(1, mini_vocab) for _ in range(length)]
-        word[-1] += mini_vocab
-        word = tuple(word)
-        if word not in seen:
-            seen.add(word)
-            words.append(word)
+    symbols = range(1, mini_vocab + 1)
+    while len(words) < n:  # draw the missing words in one batch, drop duplicates, repeat
+        lengths = rng.choices(range(min_len, max_len + 1), k=n - len(words))
+        tokens = rng.choices(symbols, k=sum(lengths))
+        start = 0
+        for length in lengths:
+            word = tuple(tokens[start : start + length - 1]) + (tokens[start + length - 1] + mini_vocab,)
+            start += length
+            if word not in seen and len(words) < n:
+                seen.add(word)
+                words.append(word)
     return words
 
 

@@ -6,9 +6,9 @@ on every answer token (the targets), 0 elsewhere. Test split: n = N and k in {1,
 when it is not a power of two; the reference's K=32 list repeated 32 and added 24, which we do not copy).
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from .common import BOS, make_words, power_law_size, split_words
+from .common import BOS, make_words, power_law_size, randbelow, split_words
 
 HOP, ANSWER, SEPARATOR = 9000, 9500, 9700
 
@@ -58,12 +58,12 @@ def depo_sample(params: DepoParams, rng, split: str) -> dict:
         labels += [0] * len(pair)
     queries = []
     for start in rng.sample(range(n), min(n, params.M)):
-        k = rng.randint(1, params.K) if split == "train" else rng.choice(eval_hops(params.K))
+        k = 1 + randbelow(rng, params.K) if split == "train" else rng.choice(eval_hops(params.K))
         question, answer = [HOP + k, *words[start]], [ANSWER, *words[(start + k) % n]]
         tokens += question + answer
         labels += [0] * len(question) + [1] * len(answer)
         queries.append({"k": k, "start": start, "answer": (start + k) % n})
-    return {"tokens": tokens, "labels": labels, "meta": {"n": n, "queries": queries, "params": asdict(params)}}
+    return {"tokens": tokens, "labels": labels, "meta": {"n": n, "queries": queries}}
 
 
 def verify_depo(record: dict) -> str | None:

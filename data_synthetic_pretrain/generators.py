@@ -1,7 +1,8 @@
 """The registry of generators: presets, one-sample functions and their verifiers, by name."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import cache
 
 from . import brevo, depo, mano
 from .common import sample_rng
@@ -22,6 +23,7 @@ GENERATORS = {
 SPLITS = ("train", "test")
 
 
+@cache
 def resolve(generator: str, preset: str, split: str):
     """The Generator and checked params for a request; one clear error for anything unknown."""
     if generator not in GENERATORS:
@@ -40,5 +42,11 @@ def make_sample(generator: str, preset: str, split: str, seed: int, index: int) 
     """Sample number `index` of (generator, preset, split, seed): the same record wherever it is computed."""
     spec, params = resolve(generator, preset, split)
     record = spec.sample(params, sample_rng(generator, preset, split, seed, index), split)
-    record["meta"].update(generator=generator, preset=preset, split=split, seed=seed, index=index)
+    meta = dict(params=dict(_params_dict(params)), generator=generator, preset=preset, split=split, seed=seed)
+    record["meta"].update(meta, index=index)
     return record
+
+
+@cache
+def _params_dict(params) -> dict:
+    return asdict(params)

@@ -8,9 +8,9 @@ Labels (the reference returns none; our choice): 1 on the final value only, the 
 the sequence yet not copyable from it; the answer marker carries a random alias bit, so it is not a target.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from .common import BOS
+from .common import BOS, randbelow
 
 VALUE = 5000
 OPERATORS = {"a": 1, "s": 2, "m": 3, "d": 4}  # + - * /; aliases are +4
@@ -48,10 +48,10 @@ def _apply(op: int, a: int, b: int, mod: int):
 def _expression(rng, size: int, params: ManoParams):
     """(tokens, value) of a random expression with `size` operators; value None on a division by zero."""
     if size == 0:
-        v = rng.randrange(params.mod)
+        v = randbelow(rng, params.mod)
         return [VALUE + v], v
-    op = OPERATORS[rng.choice(params.ops)]
-    left_size = rng.randint(0, size - 1)
+    op = OPERATORS[params.ops[randbelow(rng, len(params.ops))]]
+    left_size = randbelow(rng, size)
     left, a = _expression(rng, left_size, params)
     right, b = _expression(rng, size - 1 - left_size, params)
     alias = 4 if params.augment and rng.random() < 0.5 else 0
@@ -60,7 +60,7 @@ def _expression(rng, size: int, params: ManoParams):
 
 
 def mano_sample(params: ManoParams, rng, split: str) -> dict:
-    size = params.L if split == "test" else rng.randint(1, params.L)
+    size = params.L if split == "test" else 1 + randbelow(rng, params.L)
     while True:
         expression, value = _expression(rng, size, params)
         if value is not None:
@@ -71,7 +71,7 @@ def mano_sample(params: ManoParams, rng, split: str) -> dict:
 
     tokens = [BOS - coin(), 10 * size + coin(), *expression, 10 * size + 4 + coin(), VALUE + value]
     labels = [0] * (len(tokens) - 1) + [1]
-    return {"tokens": tokens, "labels": labels, "meta": {"l": size, "value": value, "params": asdict(params)}}
+    return {"tokens": tokens, "labels": labels, "meta": {"l": size, "value": value}}
 
 
 def verify_mano(record: dict) -> str | None:
