@@ -11,7 +11,7 @@ reverse Kahn walk with uniformly random picks, as the reference does. Test split
 from collections import deque
 from dataclasses import dataclass
 
-from .common import BOS, make_words, power_law_size, randbelow, split_words
+from .common import BOS, draw, make_words, power_law_size, randbelow, split_words
 
 QUERY, ANSWER = 9997, 9998
 MAX_PARENTS = MAX_CHILDREN = 4
@@ -45,7 +45,7 @@ def _random_dag(rng, nodes):
     open_nodes = list(nodes[:roots])  # earlier nodes with fewer than 4 children, in generation order
     for v in nodes[roots:]:
         if open_nodes:
-            chosen = rng.sample(open_nodes, 1 + randbelow(rng, min(MAX_PARENTS, len(open_nodes))))
+            chosen = draw(rng, open_nodes, 1 + randbelow(rng, min(MAX_PARENTS, len(open_nodes))))
             parents[v] = chosen
             for p in chosen:
                 children[p] += 1
@@ -67,7 +67,7 @@ def _ancestors(parents, node):
 
 def brevo_sample(params: BrevoParams, rng, split: str) -> dict:
     n = params.N if split == "test" else power_law_size(rng, params.N)
-    nodes = rng.sample(range(1, params.N + 1), n)
+    nodes = draw(rng, range(1, params.N + 1), n)
     parents = _random_dag(rng, nodes)
     query = nodes[-1]
     needed = _ancestors(parents, query)
@@ -96,7 +96,7 @@ def brevo_sample(params: BrevoParams, rng, split: str) -> dict:
                 seen.add(p)
                 frontier.append((p, d + 1))
     edges = [(p, c) for c in nodes for p in parents[c]]
-    rng.shuffle(edges)
+    edges = draw(rng, edges)
     if params.multi:
         used = sorted({v for edge in edges for v in edge})
         spelled = dict(zip(used, make_words(rng, len(used), WORD_VOCAB, WORD_MIN, WORD_MAX), strict=True))

@@ -1,7 +1,9 @@
 """Pieces shared by the token-level generators: per-sample RNGs, the node-count law, multi-token words, ids."""
 
+import itertools
 import math
 import random
+from functools import cache
 
 BOS = 9999
 
@@ -18,10 +20,27 @@ def randbelow(rng: random.Random, n: int) -> int:
     return int(rng.random() * n)
 
 
+def draw(rng: random.Random, items, k: int | None = None) -> list:
+    """k distinct items in random order (all of them, shuffled, when k is None): a partial Fisher-Yates shuffle
+    driven by `randbelow`."""
+    pool = list(items)
+    k = len(pool) if k is None else k
+    for i in range(k):
+        j = i + randbelow(rng, len(pool) - i)
+        pool[i], pool[j] = pool[j], pool[i]
+    return pool[:k]
+
+
+@cache
+def _power_law(N: int):
+    sizes = range(3, N + 1)
+    return sizes, list(itertools.accumulate(1.0 / (n + math.sqrt(N)) for n in sizes))
+
+
 def power_law_size(rng: random.Random, N: int) -> int:
     """n in {3..N} with P(n) proportional to 1 / (n + sqrt(N)) (the training-set law of Depo and Brevo)."""
-    sizes = range(3, N + 1)
-    return rng.choices(sizes, weights=[1.0 / (n + math.sqrt(N)) for n in sizes])[0]
+    sizes, cumulative = _power_law(N)
+    return rng.choices(sizes, cum_weights=cumulative)[0]
 
 
 def make_words(rng: random.Random, n: int, mini_vocab: int, min_len: int, max_len: int) -> list[tuple[int, ...]]:

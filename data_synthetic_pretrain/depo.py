@@ -8,7 +8,7 @@ when it is not a power of two; the reference's K=32 list repeated 32 and added 2
 
 from dataclasses import dataclass
 
-from .common import BOS, make_words, power_law_size, randbelow, split_words
+from .common import BOS, draw, make_words, power_law_size, randbelow, split_words
 
 HOP, ANSWER, SEPARATOR = 9000, 9500, 9700
 
@@ -50,14 +50,14 @@ def eval_hops(K: int) -> list[int]:
 def depo_sample(params: DepoParams, rng, split: str) -> dict:
     n = params.N if split == "test" else power_law_size(rng, params.N)
     words = make_words(rng, n, params.mini_vocab, params.min_tlen, params.max_tlen)
-    rng.shuffle(words)
+    words = draw(rng, words)
     tokens, labels = [BOS], [0]
-    for i in rng.sample(range(n), n):
+    for i in draw(rng, range(n)):
         pair = ([SEPARATOR] if params.separator else []) + list(words[i]) + list(words[(i + 1) % n])
         tokens += pair
         labels += [0] * len(pair)
     queries = []
-    for start in rng.sample(range(n), min(n, params.M)):
+    for start in draw(rng, range(n), min(n, params.M)):
         k = 1 + randbelow(rng, params.K) if split == "train" else rng.choice(eval_hops(params.K))
         question, answer = [HOP + k, *words[start]], [ANSWER, *words[(start + k) % n]]
         tokens += question + answer
