@@ -119,7 +119,6 @@ class LlamaCanonMLP(nn.Module):
     def __init__(self, config: LlamaCanonConfig, layer_idx: int = 0):
         super().__init__()
         self.layer_idx = layer_idx
-        self.intermediate_size = config.intermediate_size
         self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
@@ -131,10 +130,14 @@ class LlamaCanonMLP(nn.Module):
     def forward(self, x, canon_mask=None, past_key_values=None):
         canon = getattr(self, "canonD", None)
         if canon is not None and self.is_swiglu and _can_fuse(canon, canon_mask, past_key_values, x):
-            # training: one GEMM for [gate | up], then Canon-D and SwiGLU fused (recomputed in backward)
-            weight = torch.cat((self.gate_proj.weight, self.up_proj.weight))
-            bias = None if self.gate_proj.bias is None else torch.cat((self.gate_proj.bias, self.up_proj.bias))
-            gate_up = F.linear(x, weight, bias)
+            # training: Canon-D and SwiGLU fused (recomputed in backward), fed by one GEMM for [gate | up] unless
+            # the projections are wrapped (adapters, quantisation) and must run as modules
+            if type(self.gate_proj) is nn.Linear and type(self.up_proj) is nn.Linear:
+                weight = torch.cat((self.gate_proj.weight, self.up_proj.weight))
+                bias = None if self.gate_proj.bias is None else torch.cat((self.gate_proj.bias, self.up_proj.bias))
+                gate_up = F.linear(x, weight, bias)
+            else:
+                gate_up = torch.cat((self.gate_proj(x), self.up_proj(x)), dim=-1)
             return self.down_proj(canon_swiglu(gate_up, canon.weight[:, 0, :], canon.residual))
         gate, up = self.gate_proj(x), self.up_proj(x)
         if canon is None:

@@ -249,3 +249,27 @@ def test_bf16_training_step_tracks_fp32(make_model):
     assert abs(losses[torch.bfloat16] - losses[torch.float32]) < 0.05 * losses[torch.float32]
     cosine = torch.nn.functional.cosine_similarity(grads[torch.bfloat16], grads[torch.float32], dim=0)
     assert cosine > 0.99
+
+
+def test_wrapped_mlp_projections_still_run_as_modules_in_training(make_model):
+    """The merged [gate | up] GEMM must not bypass a wrapped projection (e.g. an adapter)."""
+
+    class Scaled(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return 2 * self.inner(x)
+
+    ids = torch.randint(3, 61, (2, 9))
+    model = make_model(canon_set="ABCD").train()
+    with torch.no_grad():
+        plain = model(ids, labels=ids).loss
+    for layer in model.model.layers:
+        layer.mlp.up_proj = Scaled(layer.mlp.up_proj)
+    with torch.no_grad():
+        wrapped = model(ids, labels=ids).loss
+        cached = model(ids, labels=ids, past_key_values=CanonCache(), use_cache=True).loss
+    assert not torch.allclose(wrapped, plain)
+    torch.testing.assert_close(wrapped, cached)
