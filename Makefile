@@ -26,6 +26,7 @@ test: lint
 
 bench: install
 	$(PY) benchmarks/hf_llamacanon.py
+	$(PY) benchmarks/data_generators.py
 
 clean:
 	rm -rf $(VENV)
