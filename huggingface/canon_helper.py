@@ -272,7 +272,7 @@ class ShortConvolution(nn.Conv1d):
 
         attention_mask: optional [B, T] (1 = token, 0 = padding); padding positions are zeroed before the conv
             (out of place), so they never leak into later tokens.
-        conv_state: optional [B, C, K-1] tensor with the previous K-1 inputs (oldest first). It serves as left
+        conv_state: optional [B, K-1, C] tensor with the previous K-1 inputs (oldest first). It serves as left
             context and is replaced by the last K-1 inputs of this call (updated in place).
         use_fast_path: force (True) or forbid (False) the causal-conv1d kernels; default: when available.
         Returns the output [B, T, C].
@@ -292,9 +292,9 @@ class ShortConvolution(nn.Conv1d):
                 else canon_conv(x, weight)
             )
         else:
-            context = torch.cat([conv_state.transpose(1, 2).to(x.dtype), x], dim=1)
+            context = torch.cat([conv_state.to(x.dtype), x], dim=1)
             y = canon_conv(context, weight)[:, self.kernel - 1 :]
-            conv_state.copy_(context[:, context.shape[1] - (self.kernel - 1) :].transpose(1, 2))
+            conv_state.copy_(context[:, context.shape[1] - (self.kernel - 1) :])
         if self.bias is not None:
             y = y + self.bias
         if self.activation:
@@ -305,9 +305,9 @@ class ShortConvolution(nn.Conv1d):
         """One decoding step (bias and activation included, residual not): the conv over the K-1 stored inputs
         and x [B, 1, C]; the state shifts by one, in place. A handful of ops, because decoding is bound by per-op
         overhead: on an H100 this beat causal_conv1d_update (0.61x vs 0.53x Llama's tokens/s) and it is exact."""
-        window = torch.cat([conv_state, x.transpose(1, 2)], dim=-1)
-        conv_state.copy_(window[..., 1:])
-        y = torch.linalg.vecdot(upcast(window), upcast(self.weight[:, 0, :])).to(x.dtype).unsqueeze(1)
+        window = torch.cat([conv_state, x], dim=1)  # [B, K, C], oldest first
+        conv_state.copy_(window[:, 1:])
+        y = (upcast(window) * upcast(self.weight[:, 0, :]).T).sum(1, keepdim=True).to(x.dtype)
         if self.bias is not None:
             y = y + self.bias
         return F.silu(y) if self.activation else y
@@ -336,7 +336,7 @@ def create_canon(channels: int, config) -> ShortConvolution:
 
 
 class CanonCache(DynamicCache):
-    """A DynamicCache that also owns the Canon conv states, one [B, C, K-1] tensor per (layer, site).
+    """A DynamicCache that also owns the Canon conv states, one [B, K-1, C] tensor per (layer, site).
 
     Beam search reordering, batch repetition and selection act on the conv states together with keys and values,
     so every `generate()` mode sees consistent states. Cropping is refused while conv states exist: the last K-1
@@ -352,7 +352,7 @@ class CanonCache(DynamicCache):
         key = (layer_idx, site)
         state = self.canon_states.get(key)
         if state is None:
-            state = like.new_zeros(batch_size, canon.hidden_size, canon.kernel - 1)
+            state = like.new_zeros(batch_size, canon.kernel - 1, canon.hidden_size)
             self.canon_states[key] = state
         return state
 

@@ -86,7 +86,7 @@ def test_state_carries_left_context_across_chunks(K):
     conv = ShortConvolution(3, kernel_size=K, activation=True).double()
     x = torch.randn(2, 11, 3, dtype=torch.float64)
     full = conv(x)
-    state = torch.zeros(2, 3, K - 1, dtype=torch.float64)
+    state = torch.zeros(2, K - 1, 3, dtype=torch.float64)
     pieces = [conv(chunk, conv_state=state) for chunk in x.split([4, 1, 1, 3, 2], dim=1)]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full)
 
