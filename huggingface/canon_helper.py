@@ -122,7 +122,7 @@ def canon_conv(x: torch.Tensor, weight: torch.Tensor, rows=None) -> torch.Tensor
     return _CanonConv.apply(x, weight, rows or _default_rows(x))
 
 
-def _rms_normalize(h, norm_weight, eps):
+def rms_normalize(h, norm_weight, eps):
     """(norm_weight * h / rms(h), rstd) as LlamaRMSNorm computes it (statistics in fp32)."""
     h32 = upcast(h)
     rstd = torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + eps)
@@ -138,7 +138,7 @@ class _NormCanon(torch.autograd.Function):
         out = torch.empty_like(h)
         rstd = h.new_empty(h.shape[:2] + (1,), dtype=upcast(h).dtype)
         for t0, t1, left, _ in _time_chunks(h.shape[1], weight.shape[-1], rows):
-            n, rstd_chunk = _rms_normalize(h[:, t0 - left : t1], norm_weight, eps)
+            n, rstd_chunk = rms_normalize(h[:, t0 - left : t1], norm_weight, eps)
             rstd[:, t0:t1] = rstd_chunk[:, left:]
             out[:, t0:t1] = _conv_forward(n, weight, left)
         ctx.save_for_backward(h, rstd, norm_weight, canon_weight)
@@ -347,12 +347,13 @@ class CanonCache(DynamicCache):
         super().__init__(*args, **kwargs)
         self.canon_states: dict[tuple[int, str], torch.Tensor] = {}
 
-    def canon_state(self, layer_idx: int, site: str, batch_size: int, canon: ShortConvolution, like: torch.Tensor):
-        """The conv state of (layer_idx, site), created as zeros (no left context) on first use."""
+    def canon_state(self, layer_idx: int, site: str, canon: ShortConvolution, like: torch.Tensor):
+        """The conv state of (layer_idx, site) for inputs like `like` [B, T, C], created as zeros (no left
+        context) on first use."""
         key = (layer_idx, site)
         state = self.canon_states.get(key)
         if state is None:
-            state = like.new_zeros(batch_size, canon.kernel - 1, canon.hidden_size)
+            state = like.new_zeros(like.shape[0], canon.kernel - 1, canon.hidden_size)
             self.canon_states[key] = state
         return state
 

@@ -20,7 +20,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
-from .canon_helper import CanonCache, ShortConvolution, canon_swiglu, create_canon, norm_canon, upcast
+from .canon_helper import CanonCache, ShortConvolution, canon_swiglu, create_canon, norm_canon, rms_normalize, upcast
 from .configuration_llama_canon import LlamaCanonConfig
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -35,10 +35,7 @@ class LlamaRMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, hidden_states):
-        input_dtype = hidden_states.dtype
-        h = upcast(hidden_states)
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * h.to(input_dtype)
+        return rms_normalize(hidden_states, self.weight, self.variance_epsilon)[0]
 
     def extra_repr(self):
         return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
@@ -100,7 +97,7 @@ def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1, rope_version="huggingf
 
 
 def _apply_canon(canon, x, site, layer_idx, canon_mask, cache):
-    state = None if cache is None else cache.canon_state(layer_idx, site, x.shape[0], canon, x)
+    state = None if cache is None else cache.canon_state(layer_idx, site, canon, x)
     return canon(x, attention_mask=canon_mask, conv_state=state)
 
 
