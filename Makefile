@@ -26,7 +26,9 @@ test: lint
 
 bench: install
 	$(PY) benchmarks/hf_llamacanon.py
+	$(PY) benchmarks/linear_kernels.py
 	$(PY) benchmarks/data_generators.py
+	$(PY) benchmarks/data_loader.py
 
 clean:
 	rm -rf $(VENV)

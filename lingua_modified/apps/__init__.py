@@ -1,0 +1,1 @@
+"""Applications composed from the lingua library."""

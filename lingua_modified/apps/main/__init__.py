@@ -1,0 +1,1 @@
+"""Llama / LlamaCanon training, evaluation and generation."""

@@ -1,0 +1,44 @@
+"""Train Llama / LlamaCanon: `python -m apps.main.train config=apps/main/configs/debug.yaml [key.sub=value ...]`
+(one process), or `torchrun --nproc-per-node N -m apps.main.train config=...` (FSDP2 across N processes)."""
+
+import sys
+from dataclasses import dataclass, field
+
+from apps.main.transformer import (
+    LMTransformer,
+    LMTransformerArgs,
+    build_fsdp_grouping_plan,
+    get_no_recompute_ops,
+    get_num_flop_per_token,
+)
+from lingua.args import ConfigError, parse_args
+from lingua.training import BaseTrainArgs, ModelSpec, TrainingError, train
+
+
+@dataclass
+class TrainArgs(BaseTrainArgs):
+    model: LMTransformerArgs = field(default_factory=LMTransformerArgs)
+
+
+MODEL = ModelSpec(
+    build=LMTransformer,
+    fsdp_grouping_plan=build_fsdp_grouping_plan,
+    no_recompute_ops=get_no_recompute_ops(),
+    flops_per_token=lambda n_params, model, seq_len: get_num_flop_per_token(
+        n_params - model.vocab_size * model.dim, model.n_layers, model.dim, seq_len
+    ),
+)
+
+
+def main(argv=None) -> int:
+    try:
+        args = parse_args(TrainArgs, argv)
+        train(args, MODEL)
+    except (ConfigError, FileNotFoundError, ValueError, TrainingError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Meta-Lingua-shaped training library: configs, data, models, optimisation, distribution, checkpoints."""

@@ -1,0 +1,402 @@
+"""Transformer parts of the Lingua trainer: Llama blocks with Canon layers (sites A/B/C/D), QK-norm, partial RoPE.
+
+Read top to bottom: arguments and derived sizes, the loss, RMSNorm and RoPE, Canon application (with optional
+document resets), attention, feed-forward, the block, and the base model. `apps/main/transformer.py` adds the
+embedding, final norm and output head (`LMTransformer`).
+
+Parameter names and state-dict order are the reference's (spec llamacanon.md §12.8), so checkpoints load into
+`huggingface.LlamaCanonForCausalLM` through `load_from_lingua_state`. The Canon layer itself is the Hugging Face
+package's `ShortConvolution` (same `weight [C, 1, K]` parameter), so both sides run one implementation, including
+its causal-conv1d fast path and the recomputing RMSNorm->Canon and Canon->SwiGLU fusions used in training.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from huggingface.canon_helper import ShortConvolution, canon_swiglu, create_canon, norm_canon, rms_normalize, upcast
+
+CANON_SITES = "ABCD"
+INIT_STD_FACTORS = ("disabled", "global_depth", "current_depth", "dim_ratio")
+Z_LOSS_WEIGHT = 1e-4
+
+
+@dataclass
+class BaseTransformerArgs:
+    canon_set: str = ""  # letters of the enabled Canon sites, e.g. "ABCD" or "AC"
+    canon_bias: bool = False
+    canon_activation: bool = False  # SiLU after the conv
+    canon_kernel: int = 4
+    canon_residual: bool = True
+    qk_norm: bool = False  # RMSNorm over the full q (H*hd) and k (KV*hd) projections
+    dim: int = 512
+    n_layers: int = 8
+    head_dim: int | None = None
+    n_heads: int | None = None
+    n_kv_heads: int | None = None
+    hidden_dim: int | None = None  # explicit MLP width; overrides the formula below
+    ffn_dim_multiplier: float | None = None
+    multiple_of: int = 256
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_dim: int | None = None  # rotate only the first rope_dim coordinates of each head (None: all)
+    init_base_std: float | None = None
+    init_std_factor: str = "disabled"  # disabled | global_depth | current_depth | dim_ratio
+    max_seqlen: int = 1024
+
+
+def attention_shape(args: BaseTransformerArgs) -> tuple[int, int, int]:
+    """(n_heads, n_kv_heads, head_dim); either n_heads or head_dim may be given, the other is derived from dim."""
+    if args.n_heads is None and args.head_dim is None:
+        raise ValueError(f"model needs n_heads or head_dim (dim={args.dim}); got neither")
+    head_dim = args.head_dim or args.dim // args.n_heads
+    n_heads = args.n_heads or args.dim // head_dim
+    return n_heads, args.n_kv_heads or n_heads, head_dim
+
+
+def ffn_hidden_dim(args: BaseTransformerArgs) -> int:
+    """The MLP width F: `hidden_dim` if set, else 2/3 of 4*dim, times ffn_dim_multiplier, rounded up to multiple_of."""
+    if args.hidden_dim is not None:
+        return args.hidden_dim
+    width = int(2 * (4 * args.dim) / 3)
+    if args.ffn_dim_multiplier is not None:
+        width = int(args.ffn_dim_multiplier * width)
+    return args.multiple_of * math.ceil(width / args.multiple_of)
+
+
+def rotary_dim(args: BaseTransformerArgs) -> int:
+    return args.rope_dim or attention_shape(args)[2]
+
+
+def check_args(args: BaseTransformerArgs) -> None:
+    """Raise one clear error for the first inconsistent model field."""
+    unknown = sorted(set(args.canon_set) - set(CANON_SITES))
+    if unknown:
+        raise ValueError(f"canon_set={args.canon_set!r} contains {''.join(unknown)!r}; expected letters of A, B, C, D")
+    if args.canon_kernel < 1:
+        raise ValueError(f"canon_kernel={args.canon_kernel}; expected an integer >= 1")
+    n_heads, n_kv_heads, head_dim = attention_shape(args)
+    if n_heads * head_dim != args.dim and args.head_dim is None:
+        raise ValueError(f"dim={args.dim} is not divisible by n_heads={n_heads}; set head_dim explicitly")
+    if n_heads % n_kv_heads:
+        raise ValueError(f"n_kv_heads={n_kv_heads} must divide n_heads={n_heads}")
+    R = args.rope_dim
+    if R is not None and (R <= 0 or R % 2 or R > head_dim):
+        raise ValueError(f"rope_dim={R}; expected an even integer in [2, head_dim={head_dim}] or None")
+    if args.init_std_factor not in INIT_STD_FACTORS:
+        raise ValueError(f"init_std_factor={args.init_std_factor!r}; expected one of {INIT_STD_FACTORS}")
+
+
+def init_std_factor(mode: str, depth: int, n_layers: int, dim: int) -> float:
+    """Divisor of the output-projection init std of the layer at 0-based `depth`.
+
+    global_depth uses sqrt(2 * (n_layers + 1)), which is what the reference computes (its comment says 2 * n_layers).
+    """
+    return {
+        "disabled": 1.0,
+        "current_depth": math.sqrt(2 * (depth + 1)),
+        "global_depth": math.sqrt(2 * (n_layers + 1)),
+        "dim_ratio": dim / 4096,
+    }[mode]
+
+
+def trunc_normal_(weight: torch.Tensor, std: float) -> None:
+    """Normal(0, std) truncated at +-3 std (the bounds follow the std actually used)."""
+    nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loss
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def cross_entropy(logits, target, loss_mask=None, z_loss=False, z_loss_logz=False):
+    """Mean token cross-entropy of logits [..., V] against target [...], computed in fp32.
+
+    loss_mask: optional, same shape as target; positions where it is 0 contribute nothing, and the mean is over the
+        remaining positions (0 when none remain).
+    z_loss: the reference's "z-loss", kept under its name so recipes train as published: every token's NLL l
+        becomes l + 1e-4 * l**2 (a squared-NLL penalty, *not* the log-partition z-loss).
+    z_loss_logz: the standard (PaLM) z-loss: + 1e-4 * logsumexp(logits)**2 per token, pulling log Z towards 0.
+    Both options may be combined; each adds its own term.
+    """
+    logits = logits.flatten(0, -2).float()
+    target = target.flatten()
+    log_z = torch.logsumexp(logits, dim=-1)
+    nll = log_z - logits.gather(1, target[:, None]).squeeze(1)
+    per_token = nll
+    if z_loss:
+        per_token = per_token + Z_LOSS_WEIGHT * nll.square()
+    if z_loss_logz:
+        per_token = per_token + Z_LOSS_WEIGHT * log_z.square()
+    if loss_mask is None:
+        return per_token.mean()
+    weights = loss_mask.flatten().to(per_token.dtype)
+    return (per_token * weights).sum() / weights.sum().clamp(min=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# RMSNorm and rotary embeddings
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, statistics in fp32 (the same function as the Hugging Face side and the fused path)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return rms_normalize(x, self.weight, self.eps)[0]
+
+    def reset_parameters(self):
+        nn.init.ones_(self.weight)
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin of the angles pos * theta^(-2j/R), j < R/2, in fp32.
+
+    Computed per call from the positions (a few thousand multiplications): no buffer to re-materialise after meta
+    device construction or checkpoint loading, and no precision loss if the model is cast to bf16.
+    """
+
+    def __init__(self, theta: float, rope_dim: int):
+        super().__init__()
+        self.theta = theta
+        self.rope_dim = rope_dim
+
+    def forward(self, positions: torch.Tensor):
+        """positions [T] or [B, T] -> (cos, sin), each [..., T, R/2]."""
+        exponents = torch.arange(0, self.rope_dim, 2, device=positions.device, dtype=torch.float32) / self.rope_dim
+        angles = positions[..., None].float() * (1.0 / self.theta**exponents)
+        return angles.cos(), angles.sin()
+
+    def extra_repr(self):
+        return f"theta={self.theta}, rope_dim={self.rope_dim}"
+
+
+def apply_rotary_emb(x, cos, sin):
+    """Rotate interleaved pairs (2j, 2j+1) of the first R = 2 * cos.shape[-1] coordinates of each head.
+
+    x [B, T, heads, hd]; cos/sin [T, R/2] or [B, T, R/2]. Lingua's (Meta Llama's) layout, computed in fp32."""
+    R = 2 * cos.shape[-1]
+    pairs = upcast(x[..., :R]).unflatten(-1, (R // 2, 2))
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    cos, sin = cos[..., None, :], sin[..., None, :]  # broadcast over heads
+    rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2).to(x.dtype)
+    return rotated if R == x.shape[-1] else torch.cat((rotated, x[..., R:]), dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Canon layers, optionally reset at document starts
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def document_ids(tokens: torch.Tensor, bos_id: int) -> torch.Tensor:
+    """[B, T] index of the document each position belongs to: a new document starts at every BOS token."""
+    return torch.cumsum(tokens == bos_id, dim=1)
+
+
+def document_conv(x, weight, doc_ids):
+    """Causal depthwise conv of x [B, T, C] with weight [C, K] that never reads inputs of an earlier document:
+    y[t] = sum_s weight[:, K-1-s] * x[t-s] over the shifts s < K with doc_ids[t-s] == doc_ids[t]."""
+    K = weight.shape[-1]
+    x32, w32 = upcast(x), upcast(weight)
+    y = x32 * w32[:, K - 1]
+    for shift in range(1, min(K, x.shape[1])):
+        same_doc = doc_ids[:, shift:] == doc_ids[:, :-shift]
+        contribution = x32[:, :-shift] * w32[:, K - 1 - shift] * same_doc[..., None]
+        y = y + F.pad(contribution, (0, 0, shift, 0))
+    return y.to(x.dtype)
+
+
+def apply_canon(canon: ShortConvolution, x, doc_ids=None):
+    """canon(x), or with doc_ids [B, T] the same layer restarted (zero left context) at every document start."""
+    if doc_ids is None:
+        return canon(x)
+    y = document_conv(x, canon.weight[:, 0, :], doc_ids)
+    if canon.bias is not None:
+        y = y + canon.bias
+    if canon.activation:
+        y = F.silu(y)
+    return x + y if canon.residual else y
+
+
+def fusable(canon: ShortConvolution, x, doc_ids) -> bool:
+    """Whether the recomputing training fusions serve this call: plain Canon (no bias or activation), no document
+    resets, and no causal-conv1d kernel for this tensor (the kernel is faster on GPUs; see huggingface/)."""
+    return doc_ids is None and canon.fusable and not canon.uses_fast_path(x)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Attention (QK-norm, Canon-B, partial RoPE, GQA) and feed-forward (Canon-D)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    def __init__(self, args: BaseTransformerArgs):
+        super().__init__()
+        self.dim = args.dim
+        self.n_heads, self.n_kv_heads, self.head_dim = attention_shape(args)
+        q_width, kv_width = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        self.split_sizes = (q_width, kv_width, kv_width)
+        self.wq = nn.Linear(args.dim, q_width, bias=False)
+        self.wk = nn.Linear(args.dim, kv_width, bias=False)
+        self.wv = nn.Linear(args.dim, kv_width, bias=False)
+        self.wo = nn.Linear(q_width, args.dim, bias=False)
+        if args.qk_norm:
+            self.q_norm = RMSNorm(q_width, eps=args.norm_eps)
+            self.k_norm = RMSNorm(kv_width, eps=args.norm_eps)
+        if "B" in args.canon_set:
+            self.canonB = create_canon(sum(self.split_sizes), args)
+
+    def forward(self, x, rope, attn_mask=None, doc_ids=None):
+        """x [B, T, dim]; rope = (cos, sin); attn_mask: None (causal) or a boolean [B, 1, T, T] (True = attend)."""
+        B, T, _ = x.shape
+        q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        if hasattr(self, "canonB"):
+            q, k, v = apply_canon(self.canonB, torch.cat((q, k, v), dim=-1), doc_ids).split(self.split_sizes, dim=-1)
+        q = apply_rotary_emb(q.view(B, T, self.n_heads, self.head_dim), *rope)
+        k = apply_rotary_emb(k.view(B, T, self.n_kv_heads, self.head_dim), *rope)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        gqa = self.n_kv_heads != self.n_heads
+        if gqa and attn_mask is not None:
+            # masked SDPA runs the memory-efficient kernel, which may lack native GQA: give every query head its kv
+            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
+            gqa = False
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None, enable_gqa=gqa)
+        return self.wo(out.transpose(1, 2).reshape(B, T, -1))
+
+    def reset_parameters(self, init_std=None, factor=1.0):
+        std = init_std or self.dim**-0.5
+        for linear in (self.wq, self.wk, self.wv):
+            trunc_normal_(linear.weight, std)
+        trunc_normal_(self.wo.weight, std / factor)
+        if hasattr(self, "q_norm"):
+            self.q_norm.reset_parameters()
+            self.k_norm.reset_parameters()
+
+
+class FeedForward(nn.Module):
+    """SwiGLU MLP: w2(silu(w1 x) * w3 x), with Canon-D on [w1 x | w3 x]."""
+
+    def __init__(self, args: BaseTransformerArgs):
+        super().__init__()
+        self.dim, self.hidden_dim = args.dim, ffn_hidden_dim(args)
+        self.w1 = nn.Linear(self.dim, self.hidden_dim, bias=False)
+        self.w3 = nn.Linear(self.dim, self.hidden_dim, bias=False)
+        self.w2 = nn.Linear(self.hidden_dim, self.dim, bias=False)
+        if "D" in args.canon_set:
+            self.canonD = create_canon(2 * self.hidden_dim, args)
+
+    def forward(self, x, doc_ids=None):
+        canon = getattr(self, "canonD", None)
+        if canon is None:
+            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        gate_up = torch.cat((self.w1(x), self.w3(x)), dim=-1)
+        if fusable(canon, gate_up, doc_ids):
+            return self.w2(canon_swiglu(gate_up, canon.weight[:, 0, :], canon.residual))
+        gate, up = apply_canon(canon, gate_up, doc_ids).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+    def reset_parameters(self, init_std=None, factor=1.0):
+        in_std = init_std or self.dim**-0.5
+        out_std = (init_std or self.hidden_dim**-0.5) / factor
+        trunc_normal_(self.w1.weight, in_std)
+        trunc_normal_(self.w3.weight, in_std)
+        trunc_normal_(self.w2.weight, out_std)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Block and base model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block; Canon-A after attention_norm, Canon-C after ffn_norm (registration order as the reference)."""
+
+    def __init__(self, args: BaseTransformerArgs):
+        super().__init__()
+        if "A" in args.canon_set:
+            self.canonA = create_canon(args.dim, args)
+        if "C" in args.canon_set:
+            self.canonC = create_canon(args.dim, args)
+        self.attention = Attention(args)
+        self.feed_forward = FeedForward(args)
+        self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps)
+        self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps)
+
+    def _norm_then_canon(self, h, norm, site, doc_ids):
+        canon = getattr(self, site, None)
+        if canon is None:
+            return norm(h)
+        if fusable(canon, h, doc_ids):
+            return norm_canon(h, norm.weight, canon.weight[:, 0, :], norm.eps, canon.residual)
+        return apply_canon(canon, norm(h), doc_ids)
+
+    def forward(self, x, rope, attn_mask=None, doc_ids=None):
+        h = x + self.attention(
+            self._norm_then_canon(x, self.attention_norm, "canonA", doc_ids), rope, attn_mask, doc_ids
+        )
+        return h + self.feed_forward(self._norm_then_canon(h, self.ffn_norm, "canonC", doc_ids), doc_ids)
+
+    def init_weights(self, init_std=None, factor=1.0):
+        self.attention.reset_parameters(init_std, factor)
+        self.attention_norm.reset_parameters()
+        self.feed_forward.reset_parameters(init_std, factor)
+        self.ffn_norm.reset_parameters()
+        # Canon layers keep PyTorch's default conv init (uniform +-1/sqrt(K)) whatever init_base_std says
+        for module in self.modules():
+            if isinstance(module, ShortConvolution):
+                module.reset_parameters()
+
+
+def attention_mask(doc_ids, T, sliding_window, device):
+    """None for plain causal attention (sdpa's is_causal), else a boolean [B or 1, 1, T, T] mask: causal, within
+    one document when doc_ids [B, T] is given, and at most `sliding_window` keys back when set."""
+    if doc_ids is None and sliding_window is None:
+        return None
+    pos = torch.arange(T, device=device)
+    allowed = pos[None, :] <= pos[:, None]
+    if sliding_window is not None:
+        allowed = allowed & (pos[:, None] - pos[None, :] < sliding_window)
+    allowed = allowed[None]
+    if doc_ids is not None:
+        allowed = allowed & (doc_ids[:, :, None] == doc_ids[:, None, :])
+    return allowed[:, None]
+
+
+class BaseTransformer(nn.Module):
+    def __init__(self, args: BaseTransformerArgs):
+        super().__init__()
+        check_args(args)
+        self.dim, self.n_layers = args.dim, args.n_layers
+        self.init_base_std, self.init_std_factor = args.init_base_std, args.init_std_factor
+        self.rope_embeddings = RotaryEmbedding(theta=args.rope_theta, rope_dim=rotary_dim(args))
+        self.layers = nn.ModuleList(TransformerBlock(args) for _ in range(args.n_layers))
+
+    def forward(self, h, tok_idx=None, doc_ids=None, sliding_window=None):
+        """Run the blocks on h [B, T, dim]. tok_idx: RoPE positions ([T] or [B, T]; default 0..T-1);
+        doc_ids [B, T]: keep attention and Canon layers within documents."""
+        T = h.shape[1]
+        positions = torch.arange(T, device=h.device) if tok_idx is None else tok_idx
+        rope = self.rope_embeddings(positions)
+        mask = attention_mask(doc_ids, T, sliding_window, h.device)
+        for layer in self.layers:
+            h = layer(h, rope, mask, doc_ids)
+        return h
+
+    def init_weights(self):
+        """Initialise the blocks: truncated normals scaled per init_std_factor, norms to 1, Canon conv default."""
+        for depth, layer in enumerate(self.layers):
+            factor = init_std_factor(self.init_std_factor, depth, self.n_layers, self.dim)
+            layer.init_weights(self.init_base_std, factor)
