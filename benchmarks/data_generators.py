@@ -1,15 +1,21 @@
 """Samples per second of our generators against the reference's single-process rates (spec data.md §8), and the
 speed-up of `write_dataset` with 2 worker processes. Ratios are ours / reference (upper end of the reference's
-measured range, so the ratio is a lower bound); target >= 3 in one process.
+measured range, so the ratio is a lower bound); target >= 3 in one process. Then Lano's CYK verification of the
+longest cfg3j/cfg3k strings, time and peak memory in a fresh process, against the reference's 57 s / 3.4 GB for
+one 625-token cfg3k string (spec §5.5); target <= 1 s and <= 300 MB.
 
     python benchmarks/data_generators.py [--seconds 1.0]
 """
 
 import argparse
+import json
+import random
+import subprocess
+import sys
 import tempfile
 import time
 
-from data_synthetic_pretrain import make_sample, write_dataset
+from data_synthetic_pretrain import derive, load_grammar, make_sample, write_dataset
 
 # (generator, preset, split): reference samples/s, upper end of the range in spec data.md §8
 REFERENCE_RATES = {
@@ -33,35 +39,82 @@ REFERENCE_RATES = {
     ("mano", "mano-10", "test"): 24000,
     ("mano", "mano-13", "test"): 14000,
     ("mano", "mano-16", "test"): 11000,
-}
+    ("capo", "bioS-single-N100k", "train"): 40000,
+    ("capo", "bioS-multi5-permute-N100k", "train"): 16000,
+    ("capo", "bioR0-single-N100k", "train"): 34000,
+    **{("lano", cfg, "train"): rate for cfg, rate in [("cfg3b", 1200), ("cfg3e1", 1600), ("cfg3e2", 900),
+       ("cfg3f", 1000), ("cfg3g", 1300), ("cfg3h", 1500), ("cfg3i", 1000), ("cfg3j", 500), ("cfg3k", 460)]},
+}  # fmt: skip
+# (generator, preset, samples) for the --workers 2 speed-up of write_dataset
+WRITE_SETTINGS = [
+    ("depo", "depo1-375", 3000),
+    ("capo", "bioS-multi5-permute-N100k", 100000),
+    ("lano", "cfg3k", 30000),
+]
+# one Lano verification in a fresh interpreter: CPU seconds and peak memory (maxrss growth, and numpy's allocations as
+# seen by tracemalloc) of the call alone
+VERIFY_SCRIPT = """
+import json, resource, sys, time, tracemalloc
+from data_synthetic_pretrain.lano_dp import is_member
+string = json.loads(sys.argv[2])
+is_member(sys.argv[1], string[:40])  # imports, config, BLAS set-up
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tracemalloc.start()
+start = time.process_time()
+member = is_member(sys.argv[1], string)
+seconds = time.process_time() - start
+traced = tracemalloc.get_traced_memory()[1]
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps([member, seconds, max(grown * 1024, traced)]))
+"""
+REFERENCE_VERIFY = (625, 57.0, 3.4e9)  # cfg3k string length, seconds, bytes (spec §5.5)
 
 
 def rate(generator, preset, split, seconds):
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        make_sample(generator, preset, split, seed=0, index=count)
-        count += 1
-    return count / (time.perf_counter() - start)
+    """Samples per CPU second of this process (CPU time, so other work on a shared machine does not count)."""
+    count, start = 0, time.process_time()
+    while time.process_time() - start < seconds:
+        for index in range(count, count + 16):
+            make_sample(generator, preset, split, seed=0, index=index)
+        count += 16
+    return count / (time.process_time() - start)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="time per generator setting")
     args = parser.parse_args()
-    print(f"{'generator':10}{'preset':12}{'split':7}{'ours/s':>10}{'ref/s':>9}{'ratio':>8}  target >= 3")
+    print(f"{'generator':10}{'preset':28}{'split':7}{'ours/s':>10}{'ref/s':>9}{'ratio':>8}  target >= 3")
     for (generator, preset, split), reference in REFERENCE_RATES.items():
         ours = rate(generator, preset, split, args.seconds)
         verdict = "PASS" if ours / reference >= 3 else "FAIL"
-        print(f"{generator:10}{preset:12}{split:7}{ours:10.0f}{reference:9d}{ours / reference:8.2f}  {verdict}")
-    num = 3000
-    times = {}
-    for workers in (1, 2):
-        with tempfile.TemporaryDirectory() as out:
-            start = time.perf_counter()
-            write_dataset("depo", "depo1-375", "train", num, 0, out, shards=2, workers=workers, progress=False)
-            times[workers] = time.perf_counter() - start
-    print(f"write_dataset depo1-375 train, {num} samples: 1 worker {times[1]:.2f} s, 2 workers {times[2]:.2f} s, "
-          f"speed-up {times[1] / times[2]:.2f}x")  # fmt: skip
+        print(f"{generator:10}{preset:28}{split:7}{ours:10.0f}{reference:9d}{ours / reference:8.2f}  {verdict}")
+    for generator, preset, num in WRITE_SETTINGS:
+        times = {}
+        for workers in (1, 2):
+            with tempfile.TemporaryDirectory() as out:
+                start = time.perf_counter()
+                write_dataset(generator, preset, "train", num, 0, out, shards=2, workers=workers, progress=False)
+                times[workers] = time.perf_counter() - start
+        print(f"write_dataset {preset} train, {num} samples: 1 worker {times[1]:.2f} s, 2 workers {times[2]:.2f} s, "
+              f"speed-up {times[1] / times[2]:.2f}x")  # fmt: skip
+
+    lano_verification()
+
+
+def lano_verification(samples: int = 3000):
+    """The longest of `samples` strings of cfg3j and of cfg3k, verified in fresh processes."""
+    length, seconds, memory = REFERENCE_VERIFY
+    print(f"Lano verification (reference: {seconds:.0f} s, {memory / 1e9:.1f} GB for {length} tokens)")
+    for cfg in ("cfg3j", "cfg3k"):
+        grammar, rng = load_grammar(cfg), random.Random(0)
+        string = max((derive(grammar, rng)[0] for _ in range(samples)), key=len)
+        script = subprocess.run([sys.executable, "-c", VERIFY_SCRIPT, cfg, json.dumps(string)], capture_output=True,
+                                text=True, check=True)  # fmt: skip
+        member, ours, peak = json.loads(script.stdout)
+        print(f"  {cfg} longest of {samples}: {len(string)} tokens, member {member}: {ours:.3f} s, "
+              f"{peak / 1e6:.0f} MB; time {seconds / ours:.0f}x and memory {memory / peak:.0f}x less than the "
+              f"reference's {length}-token string  {'PASS' if ours <= 1 and peak <= 300e6 else 'FAIL'}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -2,12 +2,19 @@
 
 python -m data_synthetic_pretrain depo --preset depo1-375 --split train --num 100000 --seed 0 --out data/depo
 python -m data_synthetic_pretrain verify depo data/depo/*.jsonl
+python -m data_synthetic_pretrain capo --preset bioS-multi5-permute-N100k --num 500000 --out data/capo --shards 8
+python -m data_synthetic_pretrain capo-bior --model PATH --out bior.jsonl data/capo-prompts/*.jsonl
+python -m data_synthetic_pretrain lano --preset cfg3f --split train --num 100000 --seed 0 --out data/lano
+python -m data_synthetic_pretrain lano-cfg parse cfg3f data/lano/cfg3f_train.chunk.00.jsonl  (also show, nextprob,
+    stats, new, configs: see lano_cli.py)
 """
 
 import argparse
 import json
 import sys
 
+from . import lano_cli
+from .capo import write_bior
 from .generators import GENERATORS, SPLITS
 from .writer import write_dataset
 
@@ -37,7 +44,8 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, spec in GENERATORS.items():
         gen = commands.add_parser(name, help=f"generate {name} samples")
-        gen.add_argument("--preset", required=True, help=f"one of {', '.join(spec.presets)}")
+        presets = getattr(spec.presets, "help", None) or f"one of {', '.join(spec.presets)}"
+        gen.add_argument("--preset", required=True, help=presets)
         gen.add_argument("--split", choices=SPLITS, default="train")
         gen.add_argument("--num", type=int, required=True, help="number of samples")
         gen.add_argument("--seed", type=int, default=0)
@@ -47,6 +55,16 @@ def main(argv=None) -> int:
     verify = commands.add_parser("verify", help="check every sample of generated files")
     verify.add_argument("generator", choices=sorted(GENERATORS))
     verify.add_argument("files", nargs="+")
+    bior = commands.add_parser("capo-bior", help="write Capo bioR biographies with a Hugging Face causal LM")
+    bior.add_argument("prompts", nargs="+", help="files written by a capo bioR0-/bioR1- preset")
+    bior.add_argument("--model", required=True, help="local model folder or hub id")
+    bior.add_argument("--out", required=True, help="output .jsonl file")
+    bior.add_argument("--max-new-tokens", type=int, default=320)
+    bior.add_argument("--batch-size", type=int, default=8)
+    bior.add_argument("--temperature", type=float, default=0.7, help="0 decodes greedily")
+    bior.add_argument("--seed", type=int, default=0)
+    bior.add_argument("--trust-remote-code", action="store_true")
+    lano_cli.add_commands(commands)
     args = parser.parse_args(argv)
 
     try:
@@ -54,6 +72,15 @@ def main(argv=None) -> int:
             valid, invalid = verify_files(args.generator, args.files)
             print(f"valid {valid} invalid {invalid}")
             return 1 if invalid else 0
+        if args.command == "lano-cfg":
+            return lano_cli.run(args)
+        if args.command == "capo-bior":
+            count = write_bior(
+                args.prompts, args.model, args.out, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                temperature=args.temperature, seed=args.seed, trust_remote_code=args.trust_remote_code,
+            )  # fmt: skip
+            print(f"wrote {count} bioR biographies to {args.out}")
+            return 0
         paths = write_dataset(
             args.command, args.preset, args.split, args.num, args.seed, args.out, args.shards, args.workers
         )

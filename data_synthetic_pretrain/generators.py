@@ -4,21 +4,24 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
 
-from . import brevo, depo, mano
+from . import brevo, capo, depo, lano, mano
 from .common import sample_rng
 
 
 @dataclass(frozen=True)
 class Generator:
     presets: dict
-    sample: Callable  # (params, rng, split) -> record
+    sample: Callable  # (params, rng, split) -> record; with `indexed`: (params, split, seed, index) -> record
     verify: Callable  # record -> None | reason
+    indexed: bool = False  # the sample derives its own randomness from (seed, index) (Capo: shared people set)
 
 
 GENERATORS = {
     "depo": Generator(depo.PRESETS, depo.depo_sample, depo.verify_depo),
     "brevo": Generator(brevo.PRESETS, brevo.brevo_sample, brevo.verify_brevo),
     "mano": Generator(mano.PRESETS, mano.mano_sample, mano.verify_mano),
+    "capo": Generator(capo.PRESETS, capo.capo_sample, capo.verify_capo, indexed=True),
+    "lano": Generator(lano.PRESETS, lano.lano_sample, lano.verify_lano),
 }
 SPLITS = ("train", "test")
 
@@ -41,7 +44,10 @@ def resolve(generator: str, preset: str, split: str):
 def make_sample(generator: str, preset: str, split: str, seed: int, index: int) -> dict:
     """Sample number `index` of (generator, preset, split, seed): the same record wherever it is computed."""
     spec, params = resolve(generator, preset, split)
-    record = spec.sample(params, sample_rng(generator, preset, split, seed, index), split)
+    if spec.indexed:
+        record = spec.sample(params, split, seed, index)
+    else:
+        record = spec.sample(params, sample_rng(generator, preset, split, seed, index), split)
     meta = dict(params=dict(_params_dict(params)), generator=generator, preset=preset, split=split, seed=seed)
     record["meta"].update(meta, index=index)
     return record
