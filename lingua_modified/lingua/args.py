@@ -96,11 +96,15 @@ def merge_sources(*sources: dict) -> dict:
 
 
 def parse_args(cls: type[T], argv: list[str] | None = None) -> T:
-    """`cls` defaults <- the YAML named by `config=` <- the remaining `key.sub=value` arguments."""
+    """`cls` defaults <- the YAML named by `config=` <- the remaining `key.sub=value` arguments.
+
+    `config=[recipe.yaml,overlay.yaml]` merges several files in order (e.g. a recipe, then a scaled-down overlay).
+    """
     path, cli = cli_overrides(sys.argv[1:] if argv is None else argv)
     if path is None:
         raise ConfigError("missing config=<path to a YAML file>")
-    return dataclass_from_dict(cls, merge_sources(load_yaml(path), cli))
+    paths = path if isinstance(path, list) else [path]
+    return dataclass_from_dict(cls, merge_sources(*(load_yaml(str(p)) for p in paths), cli))
 
 
 def dataclass_to_dict(obj) -> dict:

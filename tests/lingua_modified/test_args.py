@@ -38,6 +38,14 @@ def test_later_sources_win_and_maps_merge(tmp_path):
     assert args.eval == {"tasks": ["x", "y"]}
 
 
+def test_several_config_files_merge_in_order(tmp_path):
+    first = write(tmp_path, {"name": "recipe", "inner": {"steps": 100, "lr": 0.1}})
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"inner": {"steps": 20}}))
+    args = parse_args(Outer, [f"config=[{first},{overlay}]", "inner.lr=0.5"])
+    assert (args.name, args.inner.steps, args.inner.lr) == ("recipe", 20, 0.5)
+
+
 def test_unknown_key_names_the_closest_valid_one(tmp_path):
     path = write(tmp_path, {"inner": {"stepz": 3}})
     with pytest.raises(ConfigError, match=r"unknown config key 'inner\.stepz'; did you mean 'inner\.steps'"):
