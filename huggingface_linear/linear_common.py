@@ -1,0 +1,497 @@
+"""What GLACanon, GatedDeltaNetCanon and Mamba2Canon share: the decode cache, norms, the Canon plumbing, the gated
+MLP's forward, weight-init helpers, generation hooks and the Lingua bridge.
+
+The decode cache keeps, per layer, every state a recurrent model needs to continue a sequence: the recurrent state
+of the token mixer, the short-convolution states (the architecture's own "b" convs) and the Canon A/B/C/D conv
+states, all in one dict keyed by (layer index, name). One object per sequence batch, so nothing can land in another
+layer's slot (the reference loses the layer-0 Canon-A state between prefill and the first decode step).
+"""
+
+import json
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+from .canon_helper import ShortConvolution, canon_swiglu, norm_canon, rms_normalize
+
+# ----------------------------------------------------------------------------------------------------------------
+# Decode cache
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class LinearCanonCache(Cache):
+    """All decode-time states of a linear model with Canon layers, keyed by (layer_idx, name).
+
+    Names: "recurrent" (GLA/GDN [B, H, dk, dv], Mamba2 [B, H, P, N], float32), "q_conv1d"/"k_conv1d"/"v_conv1d"/
+    "conv1d" (the architecture's short convs) and "canonA".."canonD", conv states [B, K-1, C] oldest first.
+    Beam-search reordering and batch expansion/selection act on every state. Cropping is refused: a recurrent state
+    cannot be rewound.
+    """
+
+    def __init__(self):
+        super().__init__(layers=[])
+        self.states: dict[tuple[int, str], torch.Tensor] = {}
+        self.seen_tokens = 0
+
+    def get_state(self, layer_idx: int, name: str):
+        return self.states.get((layer_idx, name))
+
+    def set_state(self, layer_idx: int, name: str, state: torch.Tensor) -> None:
+        self.states[(layer_idx, name)] = state
+
+    def conv_state(self, layer_idx: int, name: str, conv: ShortConvolution, like: torch.Tensor) -> torch.Tensor:
+        """The conv state of (layer_idx, name) for inputs like `like` [B, T, C]; zeros (no history) on first use.
+        The conv updates it in place."""
+        state = self.states.get((layer_idx, name))
+        if state is None:
+            state = like.new_zeros(like.shape[0], conv.kernel - 1, conv.hidden_size)
+            self.states[(layer_idx, name)] = state
+        return state
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen_tokens
+
+    def has_previous_state(self, layer_idx=None, state_idx=None) -> bool:
+        return self.seen_tokens > 0
+
+    @property
+    def is_compileable(self) -> bool:
+        return False
+
+    @property
+    def is_croppable(self) -> bool:
+        return False
+
+    @property
+    def batch_size(self) -> int:
+        return next(iter(self.states.values())).shape[0] if self.states else -1
+
+    def _map_states(self, fn):
+        self.states = {key: fn(state) for key, state in self.states.items()}
+
+    def reorder_cache(self, beam_idx: torch.LongTensor):
+        self._map_states(lambda s: s.index_select(0, beam_idx.to(s.device)))
+
+    def batch_repeat_interleave(self, repeats: int):
+        self._map_states(lambda s: s.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor):
+        self._map_states(lambda s: s[indices])
+
+    def reset(self):
+        self.states = {}
+        self.seen_tokens = 0
+
+    def crop(self, tokens_to_remove: int):
+        raise NotImplementedError(
+            "LinearCanonCache cannot be cropped: recurrent states cannot be rewound (assisted/speculative decoding is "
+            "not supported); re-run the prefix instead"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Norms
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    """weight * x / rms(x), statistics in float32. Stands for fla's Triton RMSNorm and the reference's MyRMSNorm
+    (`zeyuan_layernorm`) alike: the same function, which the reference computed by two implementations."""
+
+    def __init__(self, hidden_size, eps=1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, x):
+        return rms_normalize(x, self.weight, self.variance_epsilon)[0]
+
+    def extra_repr(self):
+        return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
+
+
+class GatedRMSNorm(RMSNorm):
+    """The GLA/GDN output norm over each head's dv channels: RMSNorm(o) * SiLU(g) (no gate when g is None)."""
+
+    def forward(self, x, gate=None):
+        y = rms_normalize(x, self.weight, self.variance_epsilon)[0]
+        return y if gate is None else y * F.silu(gate)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Canon plumbing and the gated MLP
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def short_conv(channels: int, kernel: int, bias: bool = False) -> ShortConvolution:
+    """The architecture's own short convolution ("b"): depthwise causal, SiLU, no residual. Tagged so that weight
+    init treats it as a plain conv, not as a Canon layer."""
+    conv = ShortConvolution(channels, kernel_size=kernel, bias=bias, activation=True, residual=False)
+    conv.is_original_conv = True
+    return conv
+
+
+def is_canon(module) -> bool:
+    return isinstance(module, ShortConvolution) and not getattr(module, "is_original_conv", False)
+
+
+def run_conv(conv, x, name, layer_idx, mask, cache):
+    """conv(x) with its decode state taken from (and kept in) the cache when there is one."""
+    state = None if cache is None else cache.conv_state(layer_idx, name, conv, x)
+    return conv(x, attention_mask=mask, conv_state=state)
+
+
+def can_fuse(canon, mask, cache, x) -> bool:
+    """Training-style calls (no cache, no padding) use canon_helper's recomputing fusions."""
+    return cache is None and mask is None and canon.fusable and not canon.uses_fast_path(x)
+
+
+def norm_then_canon(h, norm, canon, name, layer_idx, mask, cache):
+    """norm(h), then the Canon layer `canon` (A or C) when present."""
+    if canon is None:
+        return norm(h)
+    if can_fuse(canon, mask, cache, h):
+        return norm_canon(h, norm.weight, canon.weight[:, 0, :], norm.variance_epsilon, canon.residual)
+    return run_conv(canon, norm(h), name, layer_idx, mask, cache)
+
+
+def swiglu_down(gate_up, down_proj, canon, layer_idx, mask, cache):
+    """down_proj(SiLU(gate) * up) for gate_up = [gate | up] ([B, T, 2I]), with Canon-D on gate_up when present."""
+    if canon is not None:
+        if can_fuse(canon, mask, cache, gate_up):
+            return down_proj(canon_swiglu(gate_up, canon.weight[:, 0, :], canon.residual))
+        gate_up = run_conv(canon, gate_up, "canonD", layer_idx, mask, cache)
+    gate, up = gate_up.chunk(2, dim=-1)
+    return down_proj(F.silu(gate) * up)
+
+
+class PreNormCanonBlock(GradientCheckpointingLayer):
+    """The GLA / GDN block: x + attn(canonA(attn_norm(x))), then h + mlp(canonC(mlp_norm(h))). Subclasses create the
+    modules in the reference's order (which fixes the state-dict order)."""
+
+    def forward(self, x, mask=None, cache=None):
+        i = self.layer_idx
+        u = norm_then_canon(x, self.attn_norm, getattr(self, "canonA", None), "canonA", i, mask, cache)
+        h = x + self.attn(u, mask, cache)
+        u = norm_then_canon(h, self.mlp_norm, getattr(self, "canonC", None), "canonC", i, mask, cache)
+        return h + self.mlp(u, mask, cache)
+
+
+def low_rank_linear(in_features: int, rank: int, out_features: int, bias_out: bool = True) -> nn.Sequential:
+    """Linear(in -> rank, no bias) then Linear(rank -> out, bias): the reference's low-rank gate projections. Both
+    halves carry `split_init_rank` for `zeyuan_split_init`."""
+    pair = nn.Sequential(nn.Linear(in_features, rank, bias=False), nn.Linear(rank, out_features, bias=bias_out))
+    for layer in pair:
+        layer.split_init_rank = rank
+    return pair
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Weight init helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def init_canon(module: ShortConvolution) -> None:
+    """Canon layers keep PyTorch's default conv init, U(+-1/sqrt(K)) (U(+-0.5) for K = 4); bias zero."""
+    init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+    if module.bias is not None:
+        init.zeros_(module.bias)
+
+
+def init_linear_normal(module: nn.Linear, std: float, split_init: bool) -> None:
+    """N(0, std^2), biases zero. With split_init, each half of a rank-r pair gets std sqrt(std) / r^(1/4), so the
+    product of the two halves has std about `std` (honouring `zeyuan_split_init`, which the reference ignores and
+    applies always)."""
+    rank = getattr(module, "split_init_rank", None)
+    if split_init and rank is not None:
+        std = math.sqrt(std) / rank**0.25
+    init.normal_(module.weight, mean=0.0, std=std)
+    if module.bias is not None:
+        init.zeros_(module.bias)
+
+
+def init_fla_style(module, config) -> None:
+    """GLA/GDN weight init: Canon layers keep PyTorch's conv default; Linear layers (low-rank halves scaled under
+    zeyuan_split_init), the original short convs and the embedding get N(0, initializer_range); norms start at 1."""
+    std = config.initializer_range
+    if is_canon(module):
+        init_canon(module)
+    elif isinstance(module, (nn.Linear, nn.Conv1d)):
+        init_linear_normal(module, std, config.zeyuan_split_init)
+    elif isinstance(module, nn.Embedding):
+        init.normal_(module.weight, mean=0.0, std=std)
+    elif isinstance(module, RMSNorm):
+        init.ones_(module.weight)
+
+
+def inverse_softplus(x: torch.Tensor) -> torch.Tensor:
+    return x + torch.log(-torch.expm1(-x))
+
+
+def init_decay(A_log, dt_bias, A_range, dt_min, dt_max, dt_floor) -> None:
+    """A ~ U(A_range) stored as A_log = log A; dt_bias = softplus^{-1}(dt) with dt log-uniform in [dt_min, dt_max],
+    at least dt_floor."""
+    H = A_log.shape[0]
+    init.copy_(A_log, torch.empty(H).uniform_(*A_range).log())
+    dt = torch.exp(torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    init.copy_(dt_bias, inverse_softplus(dt.clamp(min=dt_floor)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model-level helpers: masks, cache creation, generation, Lingua bridge
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def prepare_cache(model, past_key_values, use_cache):
+    """The cache of this call: the one given, a new one for cached inference, or None (training)."""
+    use_cache = model.config.use_cache if use_cache is None else use_cache
+    if model.training and past_key_values is None:
+        use_cache = False
+    if past_key_values is not None and not isinstance(past_key_values, LinearCanonCache):
+        raise TypeError(
+            f"{type(model).__name__} keeps recurrent and conv states in a LinearCanonCache; got "
+            f"{type(past_key_values).__name__}. Pass past_key_values=LinearCanonCache() or let generate() create it."
+        )
+    if use_cache and past_key_values is None:
+        past_key_values = LinearCanonCache()
+    return past_key_values
+
+
+def token_mask(attention_mask, batch, length, past):
+    """The [B, T] 0/1 mask of this call's tokens, or None when there is no padding.
+
+    Accepts a 2-D mask over this call's tokens or over past + this call's tokens (what generate() passes)."""
+    if attention_mask is None:
+        return None
+    shape = tuple(attention_mask.shape)
+    if shape not in ((batch, length), (batch, past + length)):
+        raise ValueError(
+            f"attention_mask has shape {shape}; expected a 2-D 0/1 mask of shape (batch, new tokens) = "
+            f"{(batch, length)} or (batch, past + new tokens) = {(batch, past + length)}"
+        )
+    mask = attention_mask[:, -length:]
+    return None if bool(mask.all()) else mask
+
+
+class LinearCanonBackboneMixin:
+    """The three base models: `embeddings`, `layers` (of `block_class`), a final RMSNorm named `final_norm` (eps from
+    the config field named by `norm_eps_field`). forward(): embed, blocks (each called as block(x, mask, cache)),
+    final norm; the cache counts the tokens seen."""
+
+    block_class = None
+    final_norm = "norm"
+    norm_eps_field = "norm_eps"
+    pad_embedding = True  # padding_idx = pad_token_id (GLA/GDN; the reference's Mamba2 has none)
+
+    def __init__(self, config):
+        super().__init__(config)
+        padding_idx = config.pad_token_id if self.pad_embedding else None
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx)
+        self.layers = nn.ModuleList([self.block_class(config, i) for i in range(config.num_hidden_layers)])
+        self.add_module(self.final_norm, RMSNorm(config.hidden_size, eps=getattr(config, self.norm_eps_field)))
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings = value
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        past_key_values=None,
+        use_cache=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError(f"{type(self).__name__} needs exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embeddings(input_ids)
+        cache = prepare_cache(self, past_key_values, use_cache)
+        batch, length = inputs_embeds.shape[:2]
+        past = 0 if cache is None else cache.get_seq_length()
+        mask = token_mask(attention_mask, batch, length, past)
+        hidden = inputs_embeds
+        all_hidden = [] if output_hidden_states else None
+        for layer in self.layers:
+            if all_hidden is not None:
+                all_hidden.append(hidden)
+            hidden = layer(hidden, mask, cache)
+        hidden = getattr(self, self.final_norm)(hidden)
+        if all_hidden is not None:
+            all_hidden.append(hidden)
+        if cache is not None:
+            cache.seen_tokens += length
+        return BaseModelOutputWithPast(
+            last_hidden_state=hidden,
+            past_key_values=cache,
+            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+        )
+
+
+class LinearCanonLMMixin:
+    """For the three *ForCausalLM classes: the LM forward, generate() support (its cache is a LinearCanonCache, always
+    under `past_key_values`) and the Lingua bridge (`load_from_lingua_state`, Lingua folders in `from_pretrained`).
+    The base model (of `backbone_class`) is the attribute named by `base_model_prefix`; `float_logits` casts logits
+    to float32."""
+
+    _is_stateful = True
+    backbone_class = None
+    float_logits = False
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.add_module(self.base_model_prefix, self.backbone_class(config))
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return getattr(self, self.base_model_prefix).embeddings
+
+    def set_input_embeddings(self, value):
+        getattr(self, self.base_model_prefix).embeddings = value
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        past_key_values=None,
+        labels=None,
+        use_cache=None,
+        output_hidden_states=None,
+        return_dict=None,
+        logits_to_keep=0,
+        num_logits_to_keep=None,
+        cache_params=None,
+        **kwargs,
+    ):
+        """`num_logits_to_keep` (GLA's name) and `cache_params` (Mamba2's name) are accepted as aliases."""
+        outputs = getattr(self, self.base_model_prefix)(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            past_key_values=past_key_values if past_key_values is not None else cache_params,
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+        )
+        keep = num_logits_to_keep if num_logits_to_keep is not None else logits_to_keep
+        keep = slice(-keep, None) if isinstance(keep, int) else keep
+        logits = self.lm_head(outputs.last_hidden_state[:, keep, :])
+        if self.float_logits:
+            logits = logits.float()
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        result = CausalLMOutputWithPast(
+            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+        )
+        return result if return_dict is not False else result.to_tuple()
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
+        given = model_kwargs.get("past_key_values")
+        if given is not None:
+            if not isinstance(given, LinearCanonCache):
+                raise TypeError(f"past_key_values must be a LinearCanonCache; got {type(given).__name__}")
+            given._is_user_defined = True
+            return
+        if generation_config.use_cache is not False:
+            model_kwargs["past_key_values"] = LinearCanonCache()
+
+    def load_from_lingua_state(self, state_dict):
+        """Load a Lingua `LMTransformer` state dict: names are "trans." + this model's names (spec 7.1). Strict: one
+        error lists the missing and unexpected keys before anything is loaded."""
+        expected = set(self.state_dict())
+        optional = {"lm_head.weight"} if self.config.tie_word_embeddings else set()  # tied: the embedding serves
+        renamed = {key.removeprefix("trans."): tensor for key, tensor in state_dict.items()}
+        missing, unexpected = sorted(expected - optional - set(renamed)), sorted(set(renamed) - expected)
+        if missing or unexpected:
+            raise KeyError(f"lingua state dict does not match this model: missing {missing}, unexpected {unexpected}")
+        self.load_state_dict(renamed, strict=not self.config.tie_word_embeddings)
+        return self
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, variant=None, **kwargs):
+        """A Hugging Face folder or repo as usual, or a local Lingua folder (`<variant>/params.json` +
+        `consolidated.pth`, variant "default" unless given; the folder itself also works). For Lingua folders the
+        config comes from `build_config_from_yaml(params["model"])`; `dtype` and `device_map` (a device) apply."""
+        folder = None
+        if os.path.isdir(pretrained_model_name_or_path):
+            if not os.path.isfile(os.path.join(pretrained_model_name_or_path, "config.json")):
+                folder = find_lingua_folder(pretrained_model_name_or_path, variant)
+        if folder is None:
+            if variant is not None:
+                kwargs["variant"] = variant
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        with open(os.path.join(folder, "params.json")) as f:
+            params = json.load(f)
+        if "model" not in params:
+            raise ValueError(f"{folder}/params.json has no 'model' section (keys: {sorted(params)})")
+        model = cls(cls.build_config_from_yaml(params["model"]))
+        state = torch.load(os.path.join(folder, "consolidated.pth"), map_location="cpu", weights_only=True)
+        model.load_from_lingua_state(state["model"] if "model" in state else state)
+        dtype = kwargs.get("dtype") or kwargs.get("torch_dtype")
+        if isinstance(dtype, str) and dtype != "auto":
+            dtype = getattr(torch, dtype)
+        if isinstance(dtype, torch.dtype):
+            model = model.to(dtype)
+        device = kwargs.get("device_map")
+        if isinstance(device, (str, torch.device)) and device != "auto":
+            model = model.to(device)
+        return model.eval()
+
+
+def find_lingua_folder(path, variant):
+    """`<path>/<variant or "default">/` or `<path>/` when it holds params.json and consolidated.pth, else None."""
+    for folder in (os.path.join(path, variant or "default"), path):
+        files = [os.path.join(folder, name) for name in ("params.json", "consolidated.pth")]
+        if all(os.path.isfile(f) for f in files):
+            return folder
+    return None
+
+
+def model_arg(args, name, default=None):
+    """A field of Lingua's model args (a dataclass, an attribute object or a dict)."""
+    if isinstance(args, dict):
+        return args.get(name, default)
+    return getattr(args, name, default)
+
+
+def lingua_fields(args, family: str, exact: bool = False) -> dict:
+    """The config fields every builder takes from Lingua's model args, checked: sizes, vocabulary, norm eps, weight
+    tying, canon_*. `family` is the model_name prefix the builder serves (the whole name when `exact`)."""
+    name = str(model_arg(args, "model_name", ""))
+    if name != family if exact else not name.startswith(family):
+        expected = f"exactly {family!r}" if exact else f"starting with {family!r}"
+        raise ValueError(f"model_name={name!r}; this builder serves model names {expected}")
+    dim, heads, vocab = model_arg(args, "dim", 512), model_arg(args, "n_heads"), model_arg(args, "vocab_size", -1)
+    if not heads or dim % heads:
+        raise ValueError(f"dim={dim} must be a positive multiple of n_heads={heads}")
+    if vocab <= 0:
+        raise ValueError(f"vocab_size={vocab}; expected a positive vocabulary size")
+    return dict(
+        hidden_size=dim,
+        num_hidden_layers=model_arg(args, "n_layers", 8),
+        num_heads=heads,
+        vocab_size=vocab,
+        tie_word_embeddings=model_arg(args, "weight_tying", False),
+        canon_set=model_arg(args, "canon_set", ""),
+        canon_bias=model_arg(args, "canon_bias", False),
+        canon_activation=model_arg(args, "canon_activation", False),
+        canon_kernel=model_arg(args, "canon_kernel", 4),
+        canon_residual=model_arg(args, "canon_residual", True),
+    )

@@ -1,0 +1,187 @@
+"""GatedDeltaNetCanon for Hugging Face transformers: Gated DeltaNet with Canon layers ("GDN2" in the recipes).
+
+Read top to bottom: the token mixer (gated delta rule with L2-normalised q/k, the original q/k/v short convs "b",
+Canon-B, a low-rank output gate), the MLP (Canon-D; its key names depend on D, as in the reference), the block
+(Canon-A/C), the base model, the causal LM head and the config builder for Lingua runs. The recurrence lives in
+`linear_recurrences.py`; the cache, norms, Canon plumbing and the shared forwards in `linear_common.py`.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.generation import GenerationMixin
+from transformers.modeling_utils import PreTrainedModel
+
+from .canon_fields import swiglu_width
+from .canon_helper import create_canon, upcast
+from .configuration_gated_deltanet_canon import GatedDeltaNetCanonConfig
+from .linear_common import (
+    GatedRMSNorm,
+    LinearCanonBackboneMixin,
+    LinearCanonLMMixin,
+    PreNormCanonBlock,
+    RMSNorm,
+    init_decay,
+    init_fla_style,
+    lingua_fields,
+    low_rank_linear,
+    model_arg,
+    run_conv,
+    short_conv,
+    swiglu_down,
+)
+from .linear_recurrences import gated_delta_rule
+
+A_INIT_RANGE = (0.0, 16.0)  # A ~ U(0, 16), A_log = log A (the reference's GDN; Mamba2 uses U(1, 16))
+DT_INIT = (0.001, 0.1, 1e-4)  # dt log-uniform in [0.001, 0.1], floored at 1e-4 (hard-coded in the reference)
+
+
+class GatedDeltaNetCanon(nn.Module):
+    """Gated delta rule per head: S <- exp(g) S; u = beta (v - S^T k); S <- S + k u^T; o = S^T q / sqrt(dk), with q, k
+    L2-normalised, beta = sigmoid(b_proj x), g = -exp(A_log) softplus(a_proj x + dt_bias); then a per-head RMSNorm
+    gated by SiLU(g_proj x) and o_proj."""
+
+    def __init__(self, config: GatedDeltaNetCanonConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        d, H = config.hidden_size, config.num_heads
+        self.num_heads, self.head_k_dim, self.head_v_dim = H, config.head_dim, config.head_v_dim
+        key_dim, value_dim = H * self.head_k_dim, H * self.head_v_dim
+        self.split_sizes = (key_dim, key_dim, value_dim)
+        self.q_proj = nn.Linear(d, key_dim, bias=False)
+        self.k_proj = nn.Linear(d, key_dim, bias=False)
+        self.v_proj = nn.Linear(d, value_dim, bias=False)
+        self.b_proj = nn.Linear(d, H, bias=False)
+        self.a_proj = nn.Linear(d, H, bias=False)
+        self.A_log = nn.Parameter(torch.empty(H))
+        self.dt_bias = nn.Parameter(torch.empty(H))
+        self.A_log._no_weight_decay = True
+        self.dt_bias._no_weight_decay = True
+        if "B" in config.canon_set:
+            self.canonB = create_canon(sum(self.split_sizes), config)
+        self.use_short_conv = config.use_short_conv
+        if self.use_short_conv:
+            self.q_conv1d = short_conv(key_dim, config.conv_size)
+            self.k_conv1d = short_conv(key_dim, config.conv_size)
+            self.v_conv1d = short_conv(value_dim, config.conv_size)
+        if config.use_gate:
+            rank = config.output_gate_rank
+            self.g_proj = nn.Linear(d, value_dim, bias=False) if rank is None else low_rank_linear(d, rank, value_dim)
+        self.o_norm = GatedRMSNorm(self.head_v_dim, eps=config.norm_eps)
+        self.o_proj = nn.Linear(value_dim, d, bias=False)
+
+    def forward(self, x, mask=None, cache=None):
+        B, T, _ = x.shape
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.use_short_conv:
+            q = run_conv(self.q_conv1d, q, "q_conv1d", self.layer_idx, mask, cache)
+            k = run_conv(self.k_conv1d, k, "k_conv1d", self.layer_idx, mask, cache)
+            v = run_conv(self.v_conv1d, v, "v_conv1d", self.layer_idx, mask, cache)
+        else:
+            q, k, v = F.silu(q), F.silu(k), F.silu(v)
+        if hasattr(self, "canonB"):
+            qkv = run_conv(self.canonB, torch.cat((q, k, v), dim=-1), "canonB", self.layer_idx, mask, cache)
+            q, k, v = qkv.split(self.split_sizes, dim=-1)
+        beta = upcast(self.b_proj(x)).sigmoid()
+        g = -upcast(self.A_log).exp() * F.softplus(upcast(self.a_proj(x)) + upcast(self.dt_bias))
+        if mask is not None:  # padded tokens neither decay nor write the state
+            beta, g = beta * mask[..., None], g * mask[..., None]
+        H, dk, dv = self.num_heads, self.head_k_dim, self.head_v_dim
+        initial = None if cache is None else cache.get_state(self.layer_idx, "recurrent")
+        o, state = gated_delta_rule(
+            q.view(B, T, H, dk), k.view(B, T, H, dk), v.view(B, T, H, dv), g, beta,
+            initial_state=initial, output_final_state=cache is not None,
+        )  # fmt: skip
+        if cache is not None:
+            cache.set_state(self.layer_idx, "recurrent", state)
+        gate = self.g_proj(x).view(B, T, H, dv) if hasattr(self, "g_proj") else None
+        return self.o_proj(self.o_norm(o, gate).reshape(B, T, -1))
+
+
+class GatedDeltaNetCanonMLP(nn.Module):
+    """down_proj(SiLU(gate) * up). With Canon-D: [gate | up] = both_proj(x) then canonD; without: two separate
+    gate_proj / up_proj matrices (so GDN2Canon and GDN2conv checkpoints differ in MLP names, as in the reference)."""
+
+    def __init__(self, config: GatedDeltaNetCanonConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        d = config.hidden_size
+        if getattr(config, "mlp_type", None) == "mlp10":
+            width = 2 * d
+        else:
+            width = swiglu_width(d, config.hidden_ratio, config.intermediate_size)
+        self.down_proj = nn.Linear(width, d, bias=False)
+        if "D" in config.canon_set:
+            self.canonD = create_canon(2 * width, config)
+            self.both_proj = nn.Linear(d, 2 * width, bias=False)
+        else:
+            self.gate_proj = nn.Linear(d, width, bias=False)
+            self.up_proj = nn.Linear(d, width, bias=False)
+
+    def forward(self, x, mask=None, cache=None):
+        if hasattr(self, "canonD"):
+            return swiglu_down(self.both_proj(x), self.down_proj, self.canonD, self.layer_idx, mask, cache)
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class GatedDeltaNetCanonBlock(PreNormCanonBlock):
+    def __init__(self, config: GatedDeltaNetCanonConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.attn_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+        if "A" in config.canon_set:
+            self.canonA = create_canon(config.hidden_size, config)
+        if "C" in config.canon_set:
+            self.canonC = create_canon(config.hidden_size, config)
+        self.attn = GatedDeltaNetCanon(config, layer_idx)
+        self.mlp_norm = RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.mlp = GatedDeltaNetCanonMLP(config, layer_idx)
+
+
+class GatedDeltaNetCanonPreTrainedModel(PreTrainedModel):
+    config_class = GatedDeltaNetCanonConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["GatedDeltaNetCanonBlock"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_cache_class = True
+
+    def _init_weights(self, module):
+        """As GLA (`init_fla_style`), plus the mixer's decay parameters: A ~ U(0, 16) as A_log = log A, and dt_bias
+        = softplus^{-1}(dt) with dt log-uniform in [0.001, 0.1]."""
+        init_fla_style(module, self.config)
+        if isinstance(module, GatedDeltaNetCanon):
+            init_decay(module.A_log, module.dt_bias, A_INIT_RANGE, *DT_INIT)
+
+
+class GatedDeltaNetCanonModel(LinearCanonBackboneMixin, GatedDeltaNetCanonPreTrainedModel):
+    block_class = GatedDeltaNetCanonBlock
+
+
+class GatedDeltaNetCanonForCausalLM(LinearCanonLMMixin, GatedDeltaNetCanonPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
+    backbone_class = GatedDeltaNetCanonModel
+
+    @staticmethod
+    def build_config_from_yaml(args) -> GatedDeltaNetCanonConfig:
+        """The "GDN2" config of a Lingua model section: head_dim = dim / n_heads (fla's 0.75 d sizing replaced),
+        value heads 2x wider, rank-16 output gate, MLP width hidden_dim or 2 * dim."""
+        fields = lingua_fields(args, "GDN2")
+        return GatedDeltaNetCanonConfig(
+            **fields,
+            norm_eps=model_arg(args, "norm_eps", 1e-5),
+            use_short_conv="b" in fields["canon_set"],
+            fuse_cross_entropy=False,
+            output_gate_rank=16,
+            zeyuan_split_init=True,
+            zeyuan_layernorm=model_arg(args, "zeyuan_layernorm", False),
+            head_dim=fields["hidden_size"] // fields["num_heads"],
+            intermediate_size=model_arg(args, "hidden_dim") or 2 * fields["hidden_size"],
+        )
+
+
+GatedDeltaNetCanonConfig.register_for_auto_class()
+GatedDeltaNetCanonModel.register_for_auto_class("AutoModel")
+GatedDeltaNetCanonForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = ["GatedDeltaNetCanonForCausalLM", "GatedDeltaNetCanonModel", "GatedDeltaNetCanonPreTrainedModel"]

@@ -1,0 +1,253 @@
+"""Mamba2Canon for Hugging Face transformers: Mamba2 with Canon layers and an optional gated MLP per block.
+
+Read top to bottom: the gated norm, the mixer (in_proj, Canon-B on its whole output, the original short conv "b" on
+[x | B | C], the SSD recurrence, gated RMSNorm, out_proj), the MLP (Canon-D), the block (Canon-A/C), the base model
+(`backbone`), the causal LM head (float32 logits) and the config builder for Lingua runs. Unlike the reference, every
+path runs in plain PyTorch on any device; mamba_ssm kernels are used for CUDA tensors when installed.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.generation import GenerationMixin
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import PreTrainedModel
+
+from .canon_helper import create_canon, upcast
+from .configuration_mamba2_canon import Mamba2CanonConfig
+from .linear_common import (
+    LinearCanonBackboneMixin,
+    LinearCanonLMMixin,
+    RMSNorm,
+    init_canon,
+    init_decay,
+    is_canon,
+    lingua_fields,
+    model_arg,
+    norm_then_canon,
+    run_conv,
+    short_conv,
+    swiglu_down,
+)
+from .linear_recurrences import ssd
+
+A_INIT_RANGE = (1.0, 16.0)  # A ~ U(1, 16), A_log = log A (the reference's Mamba2; its GDN uses U(0, 16))
+
+
+class MambaRMSNormGated(RMSNorm):
+    """RMSNorm(y * SiLU(z)) * weight (gate first), statistics in float32 over groups of I / n_groups channels (what
+    mamba_ssm's fused training kernel does; with n_groups = 1, as in every recipe, that is all I channels)."""
+
+    def __init__(self, hidden_size, group_size, eps=1e-6):
+        super().__init__(hidden_size, eps)
+        self.group_size = group_size
+
+    def forward(self, y, z):
+        h = (upcast(y) * F.silu(upcast(z))).unflatten(-1, (-1, self.group_size))
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * h.flatten(-2).to(y.dtype)
+
+
+class Mamba2CanonMixer(nn.Module):
+    """Per head: S_t = exp(dt_t A) S_{t-1} + dt_t x_t B_t^T, y_t = S_t C_t + D x_t, with [z | xBC | dt] = in_proj(u)
+    (+ Canon-B), xBC = SiLU(conv1d(xBC)) (the identity with noconv1d), dt = softplus(dt + dt_bias) within
+    time_step_limit; out = out_proj(RMSNorm(y * SiLU(z)))."""
+
+    def __init__(self, config: Mamba2CanonConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        d, width, H = config.hidden_size, config.ssm_width, config.num_heads
+        G, N = config.n_groups, config.state_size
+        self.num_heads, self.head_dim, self.n_groups, self.state_size = H, config.head_dim, G, N
+        self.time_step_limit = tuple(config.time_step_limit)
+        self.noconv1d = config.noconv1d
+        conv_dim = width + 2 * G * N
+        self.split_sizes = (width, conv_dim, H)
+        self.dt_bias = nn.Parameter(torch.ones(H))
+        self.A_log = nn.Parameter(torch.zeros(H))
+        self.D = nn.Parameter(torch.ones(H))
+        for p in (self.dt_bias, self.A_log, self.D):
+            p._no_weight_decay = True
+        self.conv1d = short_conv(conv_dim, config.conv_kernel, bias=config.use_conv_bias)
+        if self.noconv1d:
+            # kept for the state-dict layout but never applied (the identity stands in), so frozen
+            self.conv1d.weight.requires_grad_(False)
+        projection = 2 * width + 2 * G * N + H
+        self.in_proj = nn.Linear(d, projection, bias=config.use_bias)
+        if "B" in config.canon_set:
+            self.canonB = create_canon(projection, config)
+        self.norm = MambaRMSNormGated(width, width // G, eps=config.layer_norm_epsilon)
+        self.out_proj = nn.Linear(width, d, bias=config.use_bias)
+
+    def forward(self, u, mask=None, cache=None):
+        B, T, _ = u.shape
+        if mask is not None:
+            u = u * mask[..., None].to(u.dtype)
+        zxbcdt = self.in_proj(u)
+        if hasattr(self, "canonB"):
+            zxbcdt = run_conv(self.canonB, zxbcdt, "canonB", self.layer_idx, mask, cache)
+        z, xBC, dt = zxbcdt.split(self.split_sizes, dim=-1)
+        if not self.noconv1d:
+            xBC = run_conv(self.conv1d, xBC, "conv1d", self.layer_idx, mask, cache)
+        GN = self.n_groups * self.state_size
+        x, Bm, Cm = xBC.split((xBC.shape[-1] - 2 * GN, GN, GN), dim=-1)
+        if mask is not None:  # padded tokens write nothing into the state
+            x = x * mask[..., None].to(x.dtype)
+        dt = F.softplus(upcast(dt) + upcast(self.dt_bias))
+        low, high = self.time_step_limit
+        if low > 0.0 or high != math.inf:
+            dt = dt.clamp(low, high)
+        initial = None if cache is None else cache.get_state(self.layer_idx, "recurrent")
+        y, state = ssd(
+            x.view(B, T, self.num_heads, self.head_dim), dt, -upcast(self.A_log).exp(),
+            Bm.view(B, T, self.n_groups, -1), Cm.view(B, T, self.n_groups, -1), self.D,
+            initial_state=initial, output_final_state=cache is not None,
+        )  # fmt: skip
+        if cache is not None:
+            cache.set_state(self.layer_idx, "recurrent", state)
+        return self.out_proj(self.norm(y.reshape(B, T, -1), z))
+
+
+class MistralCanonMLP(nn.Module):
+    """down_proj(SiLU(gate) * up) with [gate | up] = both_proj(x) and Canon-D on it."""
+
+    def __init__(self, config: Mamba2CanonConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        width = config.mlp_width
+        self.both_proj = nn.Linear(config.hidden_size, 2 * width, bias=False)
+        self.down_proj = nn.Linear(width, config.hidden_size, bias=False)
+        if "D" in config.canon_set:
+            self.canonD = create_canon(2 * width, config)
+
+    def forward(self, x, mask=None, cache=None):
+        canon = getattr(self, "canonD", None)
+        return swiglu_down(self.both_proj(x), self.down_proj, canon, self.layer_idx, mask, cache)
+
+
+class Mamba2CanonBlock(GradientCheckpointingLayer):
+    """x + mixer(canonA(norm(x))), then (with mlp_type) h + mlp(canonC(pre_mlp_layernorm(h))). With
+    residual_in_fp32 the residual stream is kept in float32."""
+
+    def __init__(self, config: Mamba2CanonConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.residual_in_fp32 = config.residual_in_fp32
+        self.norm = RMSNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        if "A" in config.canon_set:
+            self.canonA = create_canon(config.hidden_size, config)
+        self.mixer = Mamba2CanonMixer(config, layer_idx)
+        if config.mlp_type is not None:
+            self.pre_mlp_layernorm = RMSNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+            if "C" in config.canon_set:
+                self.canonC = create_canon(config.hidden_size, config)
+            self.mlp = MistralCanonMLP(config, layer_idx)
+
+    def forward(self, x, mask=None, cache=None):
+        i = self.layer_idx
+        residual = x.float() if self.residual_in_fp32 else x
+        u = norm_then_canon(x.to(self.norm.weight.dtype), self.norm, getattr(self, "canonA", None), "canonA", i,
+                            mask, cache)  # fmt: skip
+        h = residual + self.mixer(u, mask, cache)
+        if not hasattr(self, "mlp"):
+            return h
+        u = norm_then_canon(h, self.pre_mlp_layernorm, getattr(self, "canonC", None), "canonC", i, mask, cache)
+        return h + self.mlp(u.to(self.norm.weight.dtype), mask, cache)
+
+
+class Mamba2CanonPreTrainedModel(PreTrainedModel):
+    config_class = Mamba2CanonConfig
+    base_model_prefix = "backbone"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["Mamba2CanonBlock"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_cache_class = True
+
+    def _init_weights(self, module):
+        """As the reference's Mamba2: Canon layers and the mixer conv keep PyTorch's conv default (the conv is zero and
+        frozen with noconv1d); Linear layers PyTorch's default with zero biases; the embedding N(0,
+        initializer_range); A ~ U(1, 16) as A_log, D = 1, dt_bias = softplus^{-1}(dt) with dt log-uniform in
+        [time_step_min, time_step_max] floored at time_step_floor; norms 1."""
+        config = self.config
+        if is_canon(module):
+            init_canon(module)
+        elif isinstance(module, nn.Conv1d):  # the mixer's own conv1d
+            if module.weight.requires_grad:
+                init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            else:
+                init.zeros_(module.weight)
+            if module.bias is not None:
+                bound = 1 / math.sqrt(module.weight.shape[1] * module.weight.shape[2])
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.Linear):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=config.initializer_range)
+        elif isinstance(module, RMSNorm):
+            init.ones_(module.weight)
+        elif isinstance(module, Mamba2CanonMixer):
+            init_decay(module.A_log, module.dt_bias, A_INIT_RANGE, config.time_step_min, config.time_step_max,
+                       config.time_step_floor)  # fmt: skip
+            init.ones_(module.D)
+
+
+class Mamba2CanonModel(LinearCanonBackboneMixin, Mamba2CanonPreTrainedModel):
+    block_class = Mamba2CanonBlock
+    final_norm = "norm_f"
+    norm_eps_field = "layer_norm_epsilon"
+    pad_embedding = False
+
+    def __init__(self, config: Mamba2CanonConfig):
+        super().__init__(config)
+        self._register_load_state_dict_pre_hook(self._rename_legacy_embedding)
+
+    @staticmethod
+    def _rename_legacy_embedding(state_dict, prefix, *args):
+        """Older Mamba checkpoints call the embedding "embedding"."""
+        for key in [k for k in state_dict if k.startswith(prefix + "embedding.")]:
+            state_dict[prefix + "embeddings." + key[len(prefix + "embedding.") :]] = state_dict.pop(key)
+
+
+class Mamba2CanonForCausalLM(LinearCanonLMMixin, Mamba2CanonPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "backbone.embeddings.weight"}
+    backbone_class = Mamba2CanonModel
+    float_logits = True
+
+    @staticmethod
+    def build_config_from_yaml(args) -> Mamba2CanonConfig:
+        """The config of a Lingua model section with model_name "Mamba2": head_dim = 2 dim / n_heads, one group,
+        state size `mamba_ssm` (64, 128 or 256; default 256), the conv dropped when "b" is not in canon_set, a
+        gated MLP of width hidden_dim (or 2 dim) with mlp_type "mlp10". Lingua's norm_eps is not used (the reference
+        passes it under a name the config ignores; layer_norm_epsilon keeps 1e-5)."""
+        fields = lingua_fields(args, "Mamba2", exact=True)
+        mlp_type = model_arg(args, "mlp_type")
+        if mlp_type != "mlp10":
+            raise ValueError(f"mlp_type={mlp_type!r}; the Mamba2 recipes need mlp_type='mlp10'")
+        state = model_arg(args, "mamba_ssm")
+        noconv = "b" not in fields["canon_set"]
+        return Mamba2CanonConfig(
+            **fields,
+            state_size=state if state in (64, 128, 256) else 256,
+            n_groups=1,
+            time_step_rank=-10344,
+            residual_in_fp32=False,
+            head_dim=2 * fields["hidden_size"] // fields["num_heads"],
+            noconv1d=noconv,
+            use_conv_bias=not noconv,
+            mlp_type=mlp_type,
+            intermediate_size=model_arg(args, "hidden_dim"),
+            norm_eps=model_arg(args, "norm_eps", 1e-5),
+            fuse_cross_entropy=False,
+        )
+
+
+Mamba2CanonConfig.register_for_auto_class()
+Mamba2CanonModel.register_for_auto_class("AutoModel")
+Mamba2CanonForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = ["Mamba2CanonForCausalLM", "Mamba2CanonModel", "Mamba2CanonPreTrainedModel"]
