@@ -118,9 +118,13 @@ def dump_config(config, path: str) -> None:
 
 
 def write_atomic(path: str, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it into place (readers never see half a file)."""
     folder = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".partial-", delete=False) as f:
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, prefix=".partial-", delete=False) as f:
         f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(f.name, 0o666 & ~umask)  # temporary files are private (0600); the result gets the usual permissions
     os.replace(f.name, path)
 
 

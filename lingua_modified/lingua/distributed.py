@@ -275,6 +275,14 @@ def all_reduce_mean(value: float) -> float:
     return tensor.item() / dist.get_world_size()
 
 
+def all_reduce_sum(values: list[float]) -> list[float]:
+    if not dist.is_initialized():
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.tolist()
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

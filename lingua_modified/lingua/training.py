@@ -6,10 +6,14 @@ preemption) lives here once.
 """
 
 import gc
+import importlib
 import logging
 import math
 import os
+import random
+import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -20,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .args import dump_config
-from .checkpoint import CheckpointArgs, CheckpointManager
+from .args import ConfigError, dataclass_from_dict, dataclass_to_dict, dump_config, merge_sources, parse_args
+from .checkpoint import CheckpointArgs, CheckpointManager, step_folder_name
 from .data import DataArgs, build_dataloader_from_args, init_dataloader_state_from_args
 from .distributed import (
     DistributedArgs,
@@ -45,6 +49,7 @@ from .logger import init_logger
 from .metrics import LoggingArgs, MemoryMonitor, MetricLogger
 from .optim import OptimArgs, build_optimizer
 from .profiling import ProfilerArgs, maybe_run_profiler
+from .stool import StoolError, eval_job_shape, launch_eval_job, requeue_slurm_job
 from .tokenizer import build_tokenizer
 
 logger = logging.getLogger()
@@ -75,12 +80,19 @@ class BaseTrainArgs:
 
 @dataclass
 class ModelSpec:
-    """How an app builds and parallelises its model."""
+    """How an app builds and parallelises its model (and evaluates its checkpoints)."""
 
     build: Callable[[Any], nn.Module]  # model args -> module (called on the meta device)
     fsdp_grouping_plan: Callable[[Any], list[tuple[str, bool]]]
     no_recompute_ops: set = field(default_factory=set)
     flops_per_token: Callable[[int, Any, int], float] = lambda n_params, model_args, seq_len: 6.0 * n_params
+    # the app's eval module, also its CLI (`python -m <eval_module> config=...`): it defines EvalArgs,
+    # check_eval_args(cfg) (raises one clear error, needs no model) and launch_eval(cfg); imported only when `eval`
+    # is set, so lm-eval stays an optional dependency of training
+    eval_module: str | None = None
+    # extra SLURM options of a submitted eval job (StoolArgs fields such as account, qos, exclude) from the train
+    # args; empty values keep the training job's own
+    eval_job_options: Callable[[Any], dict] = lambda args: {}
 
 
 @dataclass
@@ -127,6 +139,10 @@ def validate_train_args(args: BaseTrainArgs, tokenizer, world_size: int) -> None
         raise ValueError(f"grad_acc_steps={args.grad_acc_steps}; expected at least 1")
     if args.probe_freq is not None:
         raise ValueError("probe_freq is set; activation probing is not supported, expected null")
+    if args.async_eval_gpus is not None:
+        eval_job_shape(args.async_eval_gpus)
+        if args.eval is not None and shutil.which("sbatch") is None:
+            raise ValueError("async_eval_gpus is set but sbatch is not on PATH; expected a SLURM cluster (or null)")
     args.model.max_seqlen = args.data.seq_len
     if getattr(args.model, "bos_id", 0) < 0 and tokenizer.bos_id is not None:
         args.model.bos_id = tokenizer.bos_id
@@ -135,17 +151,22 @@ def validate_train_args(args: BaseTrainArgs, tokenizer, world_size: int) -> None
 
 
 class StopRequest:
-    """SIGUSR2 (SLURM's warning before the time limit) and SIGTERM set a flag; the loop checkpoints and exits at the
-    end of the current step."""
+    """SIGUSR2 (SLURM's warning before the time limit) and SIGTERM set `requested`; the loop checkpoints and exits at
+    the end of the current step. After SIGUSR2 inside a SLURM job the job is also requeued (REQUEUE); SIGTERM (scancel,
+    or SLURM preempting the job itself) only stops, since requeueing would undo a cancel."""
+
+    NONE, STOP, REQUEUE = 0, 1, 2
 
     def __init__(self):
-        self.requested = False
+        self.requested = self.NONE
         for sig in (signal.SIGUSR2, signal.SIGTERM):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        logger.warning(f"received signal {signal.Signals(signum).name}: checkpointing at the end of this step")
-        self.requested = True
+        wanted = self.REQUEUE if signum == signal.SIGUSR2 and is_slurm_job() else self.STOP
+        if wanted > self.requested:  # not the SIGTERM with which SLURM ends a job that was just requeued
+            logger.warning(f"received signal {signal.Signals(signum).name}: checkpointing at the end of this step")
+            self.requested = wanted
 
 
 def check_model_values(model: nn.Module) -> None:
@@ -155,9 +176,67 @@ def check_model_values(model: nn.Module) -> None:
             logger.warning(f"{name} has non-finite values after initialisation")
 
 
+def eval_module(spec: ModelSpec):
+    if spec.eval_module is None:
+        raise ValueError("eval is set but this app has no evaluation; expected eval: null")
+    try:
+        return importlib.import_module(spec.eval_module)
+    except ModuleNotFoundError as error:
+        raise ValueError(f"eval is set but {error.name} is not installed (pip install -e '.[eval]')") from None
+
+
+def eval_args_for_step(args: BaseTrainArgs, spec: ModelSpec, step: int, ckpt_dir) -> Any:
+    """The app's EvalArgs for the checkpoint of `step` in `ckpt_dir`: the `eval` map (strictly parsed), with the
+    step, the checkpoint, dump_dir <dump_dir>/evals/<step> and metric_log_dir <dump_dir> filled in."""
+    where = dict(
+        global_step=step,
+        ckpt_dir=str(ckpt_dir),
+        dump_dir=os.path.join(args.dump_dir, "evals", step_folder_name(step)),
+        metric_log_dir=args.dump_dir,
+    )
+    return dataclass_from_dict(eval_module(spec).EvalArgs, merge_sources(args.eval, where))
+
+
+def evaluate_checkpoint(args: BaseTrainArgs, spec: ModelSpec, step: int, ckpt_dir) -> None:
+    """Evaluate the checkpoint just saved at `step` in this process when `eval` is set and no separate eval job is
+    configured. Every rank takes part (lm-eval shares the requests among them); training's RNG states are kept."""
+    if args.eval is None:
+        return
+    if args.async_eval_gpus is not None:
+        if get_is_master():
+            submit_eval_job(args, spec, step, ckpt_dir)
+        return
+    eval_args = eval_args_for_step(args, spec, step, ckpt_dir)
+    state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+        eval_module(spec).launch_eval(eval_args)
+    random.setstate(state[0])
+    np.random.set_state(state[1])
+    gc.collect()
+
+
+def submit_eval_job(args: BaseTrainArgs, spec: ModelSpec, step: int, ckpt_dir) -> None:
+    """Submit the evaluation of the checkpoint of `step` as its own SLURM job on `async_eval_gpus` GPUs (0: CPU); the
+    job appends its line to metrics.eval.jsonl itself. A failed submission is logged and training goes on."""
+    eval_args = eval_args_for_step(args, spec, step, ckpt_dir)
+    if os.path.exists(eval_args.dump_dir):  # a resumed run saving the same step again
+        logger.info(f"{eval_args.dump_dir} exists: the evaluation of step {step} was submitted before")
+        return
+    try:
+        job_id = launch_eval_job(
+            dataclass_to_dict(eval_args), args.async_eval_gpus, spec.eval_module, **spec.eval_job_options(args)
+        )
+    except (ConfigError, StoolError, OSError) as error:
+        logger.error(f"could not submit the evaluation of step {step}: {error}")
+        return
+    logger.info(f"submitted SLURM job {job_id} to evaluate step {step}; results in {eval_args.dump_dir}")
+
+
 def train(args: BaseTrainArgs, spec: ModelSpec) -> None:
     tokenizer = build_tokenizer(args.data.tokenizer)
     validate_train_args(args, tokenizer, get_world_size())
+    if args.eval is not None:  # a bad eval config (key, task name) fails now, not at the first evaluation
+        eval_module(spec).check_eval_args(eval_args_for_step(args, spec, 0, ""))
     if get_is_master():
         os.makedirs(args.dump_dir, exist_ok=True)
         dump_config(args, os.path.join(args.dump_dir, "config.yaml"))
@@ -172,6 +251,17 @@ def train(args: BaseTrainArgs, spec: ModelSpec) -> None:
         _train(args, spec, device, stop)
     finally:
         clean_up()
+
+
+def main(train_args_class: type[BaseTrainArgs], spec: ModelSpec, argv=None) -> int:
+    """An app's command line: `config=<yaml> [key.sub=value ...]` parsed strictly into `train_args_class`, then
+    train. Bad input is one line on stderr and exit status 1."""
+    try:
+        train(parse_args(train_args_class, argv), spec)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, TrainingError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _train(args: BaseTrainArgs, spec: ModelSpec, device: torch.device, stop: StopRequest) -> None:
@@ -194,6 +284,7 @@ def _train(args: BaseTrainArgs, spec: ModelSpec, device: torch.device, stop: Sto
     state = TrainState(0, 0, scheduler, init_dataloader_state_from_args(args.data, dp_rank, dp_degree))
     checkpoint = CheckpointManager(args.checkpoint, args.dump_dir, dp_rank)
     checkpoint.load(model, optimizer, state)
+    start_step = state.step
     flops_per_token = spec.flops_per_token(n_params, args.model, args.data.seq_len)
 
     gc.disable()
@@ -238,10 +329,11 @@ def _train(args: BaseTrainArgs, spec: ModelSpec, device: torch.device, stop: Sto
             if profiler is not None:
                 profiler.step()
 
-            # every rank must agree on stopping, so both flags travel in one reduction
+            # every rank must agree on stopping, so both flags travel in one reduction: >= 4 a non-finite loss,
+            # else the stop request (1 stop, 2 stop and requeue)
             nonfinite = not math.isfinite(loss_value.item())
-            flags = all_reduce_max(2.0 * nonfinite + stop.requested)
-            if flags >= 2:
+            flags = all_reduce_max(4.0 * nonfinite + stop.requested)
+            if flags >= 4:
                 raise TrainingError(
                     f"loss is {loss_value.item()} at step {state.step}; stopping (the newest checkpoint in "
                     f"{checkpoint.path} is unchanged)"
@@ -281,16 +373,25 @@ def _train(args: BaseTrainArgs, spec: ModelSpec, device: torch.device, stop: Sto
             if state.acc_step == 0 and (
                 state.step % args.checkpoint.dump.every == 0 or state.step % args.checkpoint.eval.every == 0
             ):
-                checkpoint.save(model, optimizer, state, args, state.step)
+                folder = checkpoint.save(model, optimizer, state, args, state.step)
                 saved = True
-            if flags >= 1:
+                if state.step % args.checkpoint.eval.every == 0 and flags < 1:
+                    evaluate_checkpoint(args, spec, state.step, folder)
+            if flags >= StopRequest.STOP:
                 if not saved:
                     checkpoint.save(model, optimizer, state, args, state.step)
-                logger.warning(f"stopped on request at step {state.step}; resume by starting the same command")
                 barrier()
+                if flags >= StopRequest.REQUEUE:
+                    if get_is_master():
+                        requeue_slurm_job()  # SLURM ends every task now and restarts the job, which resumes here
+                    return
+                logger.warning(f"stopped on request at step {state.step}; resume by starting the same command")
                 return
     if not saved:
         checkpoint.save(model, optimizer, state, args, state.step)
+    if state.step > start_step and state.step % args.checkpoint.eval.every:
+        # the final checkpoint is evaluated too (the reference evaluated the newest grid save, stale off the grid)
+        evaluate_checkpoint(args, spec, state.step, checkpoint.path / step_folder_name(state.step))
     gc.collect()
     logger.info(f"training done at step {state.step}; checkpoints in {checkpoint.path}")
 

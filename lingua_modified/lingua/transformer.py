@@ -2,7 +2,8 @@
 
 Read top to bottom: arguments and derived sizes, the loss, RMSNorm and RoPE, Canon application (with optional
 document resets), attention, feed-forward, the block, and the base model. `apps/main/transformer.py` adds the
-embedding, final norm and output head (`LMTransformer`).
+embedding, final norm and output head (`LMTransformer`). Generation passes an `InferenceCache` (keys/values and Canon
+conv states, at the end of this file); without one every module runs its training path unchanged.
 
 Parameter names and state-dict order are the reference's (spec llamacanon.md §12.8), so checkpoints load into
 `huggingface.LlamaCanonForCausalLM` through `load_from_lingua_state`. The Canon layer itself is the Hugging Face
@@ -215,8 +216,11 @@ def document_conv(x, weight, doc_ids):
     return y.to(x.dtype)
 
 
-def apply_canon(canon: ShortConvolution, x, doc_ids=None):
-    """canon(x), or with doc_ids [B, T] the same layer restarted (zero left context) at every document start."""
+def apply_canon(canon: ShortConvolution, x, doc_ids=None, cache=None, site=""):
+    """canon(x), or with doc_ids [B, T] the same layer restarted (zero left context) at every document start, or
+    with a LayerCache continuing from the conv state of `site`."""
+    if cache is not None:
+        return cache.canon(site, canon, x)
     if doc_ids is None:
         return canon(x)
     y = document_conv(x, canon.weight[:, 0, :], doc_ids)
@@ -227,10 +231,10 @@ def apply_canon(canon: ShortConvolution, x, doc_ids=None):
     return x + y if canon.residual else y
 
 
-def fusable(canon: ShortConvolution, x, doc_ids) -> bool:
+def fusable(canon: ShortConvolution, x, doc_ids, cache=None) -> bool:
     """Whether the recomputing training fusions serve this call: plain Canon (no bias or activation), no document
-    resets, and no causal-conv1d kernel for this tensor (the kernel is faster on GPUs; see huggingface/)."""
-    return doc_ids is None and canon.fusable and not canon.uses_fast_path(x)
+    resets, no inference cache, and no causal-conv1d kernel for this tensor (faster on GPUs; see huggingface/)."""
+    return doc_ids is None and cache is None and canon.fusable and not canon.uses_fast_path(x)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -255,25 +259,31 @@ class Attention(nn.Module):
         if "B" in args.canon_set:
             self.canonB = create_canon(sum(self.split_sizes), args)
 
-    def forward(self, x, rope, attn_mask=None, doc_ids=None):
-        """x [B, T, dim]; rope = (cos, sin); attn_mask: None (causal) or a boolean [B, 1, T, T] (True = attend)."""
+    def forward(self, x, rope, attn_mask=None, doc_ids=None, cache=None):
+        """x [B, T, dim]; rope = (cos, sin); attn_mask: None (causal) or a boolean [B, 1, T, S] (True = attend);
+        cache: this layer's LayerCache (generation), whose keys/values precede the T new ones."""
         B, T, _ = x.shape
         q, k, v = self.wq(x), self.wk(x), self.wv(x)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         if hasattr(self, "canonB"):
-            q, k, v = apply_canon(self.canonB, torch.cat((q, k, v), dim=-1), doc_ids).split(self.split_sizes, dim=-1)
+            qkv = apply_canon(self.canonB, torch.cat((q, k, v), dim=-1), doc_ids, cache, "canonB")
+            q, k, v = qkv.split(self.split_sizes, dim=-1)
         q = apply_rotary_emb(q.view(B, T, self.n_heads, self.head_dim), *rope)
         k = apply_rotary_emb(k.view(B, T, self.n_kv_heads, self.head_dim), *rope)
         v = v.view(B, T, self.n_kv_heads, self.head_dim)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(k, v)
         gqa = self.n_kv_heads != self.n_heads
         if gqa and attn_mask is not None:
             # masked SDPA runs the memory-efficient kernel, which may lack native GQA: give every query head its kv
             k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
             v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
             gqa = False
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None, enable_gqa=gqa)
+        # without a mask: causal when queries and keys are the same positions; a decoding step sees every key
+        causal = attn_mask is None and q.shape[2] == k.shape[2]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal, enable_gqa=gqa)
         return self.wo(out.transpose(1, 2).reshape(B, T, -1))
 
     def reset_parameters(self, init_std=None, factor=1.0):
@@ -298,14 +308,14 @@ class FeedForward(nn.Module):
         if "D" in args.canon_set:
             self.canonD = create_canon(2 * self.hidden_dim, args)
 
-    def forward(self, x, doc_ids=None):
+    def forward(self, x, doc_ids=None, cache=None):
         canon = getattr(self, "canonD", None)
         if canon is None:
             return self.w2(F.silu(self.w1(x)) * self.w3(x))
         gate_up = torch.cat((self.w1(x), self.w3(x)), dim=-1)
-        if fusable(canon, gate_up, doc_ids):
+        if fusable(canon, gate_up, doc_ids, cache):
             return self.w2(canon_swiglu(gate_up, canon.weight[:, 0, :], canon.residual))
-        gate, up = apply_canon(canon, gate_up, doc_ids).chunk(2, dim=-1)
+        gate, up = apply_canon(canon, gate_up, doc_ids, cache, "canonD").chunk(2, dim=-1)
         return self.w2(F.silu(gate) * up)
 
     def reset_parameters(self, init_std=None, factor=1.0):
@@ -335,19 +345,19 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, eps=args.norm_eps)
         self.ffn_norm = RMSNorm(args.dim, eps=args.norm_eps)
 
-    def _norm_then_canon(self, h, norm, site, doc_ids):
+    def _norm_then_canon(self, h, norm, site, doc_ids, cache):
         canon = getattr(self, site, None)
         if canon is None:
             return norm(h)
-        if fusable(canon, h, doc_ids):
+        if fusable(canon, h, doc_ids, cache):
             return norm_canon(h, norm.weight, canon.weight[:, 0, :], norm.eps, canon.residual)
-        return apply_canon(canon, norm(h), doc_ids)
+        return apply_canon(canon, norm(h), doc_ids, cache, site)
 
-    def forward(self, x, rope, attn_mask=None, doc_ids=None):
+    def forward(self, x, rope, attn_mask=None, doc_ids=None, cache=None):
         h = x + self.attention(
-            self._norm_then_canon(x, self.attention_norm, "canonA", doc_ids), rope, attn_mask, doc_ids
+            self._norm_then_canon(x, self.attention_norm, "canonA", doc_ids, cache), rope, attn_mask, doc_ids, cache
         )
-        return h + self.feed_forward(self._norm_then_canon(h, self.ffn_norm, "canonC", doc_ids), doc_ids)
+        return h + self.feed_forward(self._norm_then_canon(h, self.ffn_norm, "canonC", doc_ids, cache), doc_ids, cache)
 
     def init_weights(self, init_std=None, factor=1.0):
         self.attention.reset_parameters(init_std, factor)
@@ -379,20 +389,26 @@ class BaseTransformer(nn.Module):
     def __init__(self, args: BaseTransformerArgs):
         super().__init__()
         check_args(args)
-        self.dim, self.n_layers = args.dim, args.n_layers
+        self.dim, self.n_layers, self.max_seqlen = args.dim, args.n_layers, args.max_seqlen
         self.init_base_std, self.init_std_factor = args.init_base_std, args.init_std_factor
         self.rope_embeddings = RotaryEmbedding(theta=args.rope_theta, rope_dim=rotary_dim(args))
         self.layers = nn.ModuleList(TransformerBlock(args) for _ in range(args.n_layers))
 
-    def forward(self, h, tok_idx=None, doc_ids=None, sliding_window=None):
+    def forward(self, h, tok_idx=None, doc_ids=None, sliding_window=None, cache=None):
         """Run the blocks on h [B, T, dim]. tok_idx: RoPE positions ([T] or [B, T]; default 0..T-1);
-        doc_ids [B, T]: keep attention and Canon layers within documents."""
+        doc_ids [B, T]: keep attention and Canon layers within documents; cache: an InferenceCache the T new
+        tokens extend (positions and masks then come from the cache, and doc_ids must be None)."""
         T = h.shape[1]
-        positions = torch.arange(T, device=h.device) if tok_idx is None else tok_idx
+        if cache is None:
+            positions = torch.arange(T, device=h.device) if tok_idx is None else tok_idx
+            mask = attention_mask(doc_ids, T, sliding_window, h.device)
+        else:
+            positions, mask = cache.prepare(T, sliding_window, h.device)
         rope = self.rope_embeddings(positions)
-        mask = attention_mask(doc_ids, T, sliding_window, h.device)
-        for layer in self.layers:
-            h = layer(h, rope, mask, doc_ids)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, rope, mask, doc_ids, None if cache is None else cache.layers[i])
+        if cache is not None:
+            cache.length += T
         return h
 
     def init_weights(self):
@@ -400,3 +416,72 @@ class BaseTransformer(nn.Module):
         for depth, layer in enumerate(self.layers):
             factor = init_std_factor(self.init_std_factor, depth, self.n_layers, self.dim)
             layer.init_weights(self.init_base_std, factor)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inference cache (generation): keys/values and Canon conv states, for left-padded batches
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class InferenceCache:
+    """What generation keeps between forward calls: `length` filled slots of every layer's keys and values
+    (preallocated [B, KV, max_len, hd]) and the last K-1 inputs of each of its Canon layers.
+
+    Rows may be left-padded to a common prompt length: `pad [B]` counts each row's padding slots. Padding keys are
+    masked out of attention, padding inputs are zeroed before Canon convolutions (so a row's Canon layers start with
+    zero left context, as without padding), and RoPE positions count from each row's first real token. A row thus
+    computes what it would alone (the whole row is one document: document masking does not apply here).
+    """
+
+    def __init__(self, n_layers: int, max_len: int, pad: torch.Tensor):
+        self.max_len = max_len
+        self.pad = pad
+        self.padded = bool(pad.any())
+        self.length = 0
+        self.new_token_mask = None  # [B, T] real (not padding) among the tokens of the current call, if any is not
+        self.layers = [LayerCache(self) for _ in range(n_layers)]
+
+    def prepare(self, T: int, sliding_window, device):
+        """(RoPE positions [T] or [B, T], attention mask or None) for T new tokens at slots [length, length + T)."""
+        if self.length + T > self.max_len:
+            raise ValueError(f"the cache holds {self.max_len} tokens; {self.length} + {T} new ones do not fit")
+        slots = torch.arange(self.length, self.length + T, device=device)
+        pad = self.pad.to(device)
+        real = slots[None] >= pad[:, None]
+        self.new_token_mask = None if bool(real.all()) else real
+        positions = (slots[None] - pad[:, None]).clamp(min=0) if self.padded else slots
+        if not self.padded and sliding_window is None and (self.length == 0 or T == 1):
+            return positions, None  # plain causal prefill, or one query that sees every cached key
+        keys = torch.arange(self.length + T, device=device)
+        allowed = keys[None, :] <= slots[:, None]
+        if sliding_window is not None:
+            allowed = allowed & (slots[:, None] - keys[None, :] < sliding_window)
+        allowed = allowed[None]
+        if self.padded:
+            # a padding query keeps itself so that its softmax has one term (its output is never used)
+            allowed = (allowed & (keys[None, None, :] >= pad[:, None, None])) | (keys[None, :] == slots[:, None])
+        return positions, allowed[:, None]
+
+
+class LayerCache:
+    def __init__(self, owner: InferenceCache):
+        self.owner = owner
+        self.keys = self.values = None
+        self.canon_states: dict[str, torch.Tensor] = {}
+
+    def update(self, k, v):
+        """Store k, v [B, KV, T, hd] in the new slots; return the keys and values of every slot so far."""
+        start, end = self.owner.length, self.owner.length + k.shape[2]
+        if self.keys is None:
+            shape = (k.shape[0], k.shape[1], self.owner.max_len, k.shape[3])
+            self.keys, self.values = k.new_zeros(shape), v.new_zeros(shape)
+        self.keys[:, :, start:end] = k
+        self.values[:, :, start:end] = v
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def canon(self, site: str, canon: ShortConvolution, x):
+        """The Canon layer `site` on the new inputs x [B, T, C], continuing from (and advancing) its conv state."""
+        state = self.canon_states.get(site)
+        if state is None:
+            state = self.canon_states[site] = x.new_zeros(x.shape[0], canon.kernel - 1, canon.hidden_size)
+        return canon(x, attention_mask=self.owner.new_token_mask, conv_state=state)

@@ -18,19 +18,6 @@ DEBUG_YAML = LINGUA_ROOT / "apps" / "main" / "configs" / "debug.yaml"
 TIMEOUT = 300
 
 
-def write_text_data(root: Path, documents: int = 400, seed: int = 0) -> Path:
-    """A lingua data source of short, very regular English-like documents (learnable in a few dozen steps)."""
-    rng = random.Random(seed)
-    words = ["alpha", "beta", "gamma", "delta", "omega"]
-    source = root / "debug"
-    source.mkdir(parents=True)
-    with open(source / "debug.chunk.00.jsonl", "w") as f:
-        for _ in range(documents):
-            word = rng.choice(words)
-            f.write(json.dumps({"text": " ".join([word] * rng.randint(3, 12)) + "."}) + "\n")
-    return root
-
-
 def run_train(tmp_path: Path, dump_dir: Path, *overrides: str, nproc: int = 1, wait: bool = True, env=None):
     command = [sys.executable, "-m", "apps.main.train", f"config={DEBUG_YAML}", f"dump_dir={dump_dir}"]
     if nproc > 1:
@@ -68,12 +55,6 @@ def kill_when_saved(process: subprocess.Popen, checkpoint: Path) -> None:
         time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     process.communicate()
-
-
-@pytest.fixture
-def data(tmp_path):
-    write_text_data(tmp_path / "data")
-    return tmp_path
 
 
 def test_training_lowers_the_loss_and_writes_the_run_layout(data):

@@ -11,8 +11,8 @@ from apps.main.transformer import (
     get_no_recompute_ops,
     get_num_flop_per_token,
 )
-from lingua.args import ConfigError, parse_args
-from lingua.training import BaseTrainArgs, ModelSpec, TrainingError, train
+from lingua.training import BaseTrainArgs, ModelSpec
+from lingua.training import main as training_main
 
 
 @dataclass
@@ -27,17 +27,12 @@ MODEL = ModelSpec(
     flops_per_token=lambda n_params, model, seq_len: get_num_flop_per_token(
         n_params - model.vocab_size * model.dim, model.n_layers, model.dim, seq_len
     ),
+    eval_module="apps.main.eval",
 )
 
 
 def main(argv=None) -> int:
-    try:
-        args = parse_args(TrainArgs, argv)
-        train(args, MODEL)
-    except (ConfigError, FileNotFoundError, ValueError, TrainingError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return training_main(TrainArgs, MODEL, argv)
 
 
 if __name__ == "__main__":

@@ -65,14 +65,15 @@ class LMTransformer(BaseTransformer):
         else:
             self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
 
-    def forward(self, token_values, target=None, loss_mask=None, tok_idx=None):
+    def forward(self, token_values, target=None, loss_mask=None, tok_idx=None, cache=None):
         """token_values [B, T] -> logits [B, T, V], or with target [B, T] the scalar training loss.
 
         loss_mask [B, T] (1 = train on this position) excludes positions from the mean loss.
         tok_idx: RoPE positions ([T] or [B, T]), default 0..T-1 in every row.
+        cache: a lingua.transformer.InferenceCache (generation) that these tokens extend.
         """
-        doc_ids = None if self.bos_id is None else document_ids(token_values, self.bos_id)
-        h = super().forward(self.tok_embeddings(token_values), tok_idx, doc_ids, self.sliding_window)
+        doc_ids = None if self.bos_id is None or cache is not None else document_ids(token_values, self.bos_id)
+        h = super().forward(self.tok_embeddings(token_values), tok_idx, doc_ids, self.sliding_window, cache)
         logits = self.output(self.norm(h))
         if target is None:
             return logits
