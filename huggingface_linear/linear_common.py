@@ -239,9 +239,19 @@ def init_decay(A_log, dt_bias, A_range, dt_min, dt_max, dt_floor) -> None:
     """A ~ U(A_range) stored as A_log = log A; dt_bias = softplus^{-1}(dt) with dt log-uniform in [dt_min, dt_max],
     at least dt_floor."""
     H = A_log.shape[0]
-    init.copy_(A_log, torch.empty(H).uniform_(*A_range).log())
+    copy_full(A_log, torch.empty(H).uniform_(*A_range).log())
     dt = torch.exp(torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-    init.copy_(dt_bias, inverse_softplus(dt.clamp(min=dt_floor)))
+    copy_full(dt_bias, inverse_softplus(dt.clamp(min=dt_floor)))
+
+
+def copy_full(param: torch.Tensor, value: torch.Tensor) -> None:
+    """Copy the full-size `value` into `param`, which may be an FSDP2-sharded DTensor (Lingua training initialises
+    after sharding): every rank drew the same `value` from the same seed, so each keeps its own slice of it."""
+    if hasattr(param, "device_mesh"):
+        from torch.distributed.tensor import distribute_tensor
+
+        value = distribute_tensor(value.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
+    init.copy_(param, value)
 
 
 # ----------------------------------------------------------------------------------------------------------------

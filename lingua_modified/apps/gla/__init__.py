@@ -1,0 +1,1 @@
+"""GLA5 / GDN2 / Mamba2 training, evaluation and generation."""

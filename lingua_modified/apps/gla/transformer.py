@@ -1,0 +1,163 @@
+"""The linear language models trained by apps/gla (GLA5, GDN2, Mamba2, with or without Canon layers).
+
+The model itself is the Hugging Face one from `huggingface_linear`, held as the child `trans`, so a Lingua checkpoint's
+names are "trans." + the HF names (`trans.model.layers.3.attn.q_proj.weight`, `trans.backbone.layers.0.mixer...`,
+`trans.lm_head.weight`) and `load_from_lingua_state` / `from_pretrained(<consolidated folder>)` read it back. Lingua's
+`model:` section (`LMTransformerArgs`) is turned into the HF config by the model class's `build_config_from_yaml`.
+
+Built on the meta device, materialised with `to_empty(device=...)` and `init_weights()` (the trainer does this under
+FSDP2, seeding with `model.seed`). `build_fsdp_grouping_plan`, `get_no_recompute_ops` and `get_num_flop_per_token`
+are the trainer's hooks, as in apps/main.
+"""
+
+import weakref
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from huggingface_linear import (
+    GatedDeltaNetCanonForCausalLM,
+    GLACanonForCausalLM,
+    LinearCanonCache,
+    Mamba2CanonForCausalLM,
+)
+from lingua.transformer import BaseTransformerArgs, cross_entropy
+
+# model_name prefix -> HF class; each class's build_config_from_yaml then demands its exact family ("GLA5...",
+# "GDN2...", exactly "Mamba2")
+MODEL_FAMILIES = {"GLA": GLACanonForCausalLM, "GDN": GatedDeltaNetCanonForCausalLM, "Mamba2": Mamba2CanonForCausalLM}
+
+
+@dataclass
+class LMTransformerArgs(BaseTransformerArgs):
+    seed: int = 42  # seed of init_weights (the trainer forks the RNG with it)
+    vocab_size: int = -1  # filled in from the tokenizer by the trainer
+    weight_tying: bool = False
+    attn_impl: str = "sdpa"  # kept for config compatibility; the linear models have no attention
+    z_loss: bool = False  # the reference's squared-NLL penalty l + 1e-4 l^2 (see lingua.transformer.cross_entropy)
+    model_name: str = "GLA"  # "GLA5...", "GDN2..." or "Mamba2"
+    mlp_type: str | None = None  # Mamba2: "mlp10" (the gated MLP after every mixer)
+    sliding_window: int | None = None
+    mamba_ssm: int | None = None  # Mamba2: the SSM state size N
+    zeyuan_linearT: bool = False
+    zeyuan_alternate: bool = False
+    zeyuan_layernorm: bool = False  # GLA/GDN: the reference's name for the output norm's key (same function)
+    zeyuan_double: int | None = None
+
+
+# Llama-only fields of the shared base and reference extras the linear models never read: a recipe may carry their
+# defaults, but a changed value would silently do nothing, so it is refused
+UNUSED_FIELDS = (
+    "qk_norm", "head_dim", "n_kv_heads", "ffn_dim_multiplier", "rope_dim", "init_base_std", "init_std_factor",
+    "sliding_window", "zeyuan_linearT", "zeyuan_alternate", "zeyuan_double",
+)  # fmt: skip
+
+
+def model_class(args: LMTransformerArgs):
+    for prefix, cls in MODEL_FAMILIES.items():
+        if args.model_name.startswith(prefix):
+            return cls
+    raise ValueError(f"model_name={args.model_name!r}; expected one starting with GLA5, GDN2, or exactly Mamba2")
+
+
+def check_args(args: LMTransformerArgs) -> None:
+    defaults = {f.name: f.default for f in fields(LMTransformerArgs)}
+    changed = [name for name in UNUSED_FIELDS if getattr(args, name) != defaults[name]]
+    if args.n_kv_heads in (None, args.n_heads) and "n_kv_heads" in changed:
+        changed.remove("n_kv_heads")  # as many KV heads as heads is what the models do
+    if changed:
+        raise ValueError(
+            f"model fields {changed} are set but the linear models do not use them; expected their defaults "
+            f"({', '.join(f'{name}={defaults[name]!r}' for name in changed)})"
+        )
+    if args.vocab_size <= 0:
+        raise ValueError(f"vocab_size={args.vocab_size}; expected a positive size (the trainer sets it)")
+    if args.attn_impl != "sdpa":
+        raise ValueError(f"attn_impl={args.attn_impl!r}; the linear models take only the default 'sdpa' (unused)")
+
+
+def hf_config(args: LMTransformerArgs):
+    """The Hugging Face config of these model args (what `from_pretrained(<consolidated folder>)` builds too)."""
+    return model_class(args).build_config_from_yaml(args)
+
+
+class LMTransformer(nn.Module):
+    def __init__(self, args: LMTransformerArgs):
+        super().__init__()
+        check_args(args)
+        self.seed = args.seed
+        self.z_loss = args.z_loss
+        self.max_seqlen = args.max_seqlen
+        self.trans = model_class(args)(hf_config(args))
+        self.generation_states = weakref.WeakKeyDictionary()  # InferenceCache -> its LinearCanonCache
+
+    @property
+    def layers(self):
+        return self.trans.base_model.layers
+
+    def forward(self, token_values, target=None, loss_mask=None, attention_mask=None, cache=None):
+        """token_values [B, T] -> logits [B, T, V], or with target [B, T] the scalar training loss.
+
+        loss_mask [B, T] (1 = train on this position) excludes positions from the mean loss. attention_mask [B, T]
+        (1 = real token) marks padding, which the models keep out of every conv and recurrent state. Training passes
+        neither mask to the model: packed documents run through one recurrence, as in the reference.
+        cache: the lingua.transformer.InferenceCache of generation (apps.main.generate drives both apps' models): it
+        gives each row's left padding and counts the tokens; the recurrent, conv and Canon states that these tokens
+        extend live in a LinearCanonCache kept for it here.
+        """
+        states = None
+        if cache is not None:
+            states = self.generation_states.setdefault(cache, LinearCanonCache())
+            length = cache.length + token_values.shape[1]
+            slots = torch.arange(length, device=token_values.device)
+            attention_mask = (slots[None] >= cache.pad.to(token_values.device)[:, None]).long()
+            cache.length = length
+        logits = self.trans(
+            token_values, attention_mask=attention_mask, past_key_values=states, use_cache=cache is not None
+        ).logits
+        if target is None:
+            return logits
+        return cross_entropy(logits, target, loss_mask, z_loss=self.z_loss)
+
+    def init_weights(self):
+        """The HF initialisation of every module (spec linear.md §5), then weight tying. The HF models mark what they
+        initialised; after `to_empty` the memory is garbage, so every mark is cleared first."""
+        for item in [*self.modules(), *self.parameters(), *self.buffers()]:
+            if hasattr(item, "_is_hf_initialized"):
+                del item._is_hf_initialized
+        self.trans.init_weights()
+
+
+def get_no_recompute_ops():
+    """Ops whose outputs selective activation checkpointing keeps: None = the trainer's default list."""
+    return None
+
+
+def build_fsdp_grouping_plan(model_args: LMTransformerArgs):
+    """(module name, reshard_after_forward) for each FSDP2 unit: the embedding and every block stay unsharded after
+    forward (backward needs them soon), the output head is resharded. Mamba2's base model is `backbone`, the others'
+    `model`. With weight tying the head holds no parameter of its own, so it gets no unit."""
+    base = "trans.backbone" if model_class(model_args) is Mamba2CanonForCausalLM else "trans.model"
+    plan = [(f"{base}.embeddings", False)]
+    plan += [(f"{base}.layers.{i}", False) for i in range(model_args.n_layers)]
+    if not model_args.weight_tying:
+        plan.append(("trans.lm_head", True))
+    return plan
+
+
+def recurrent_state_size(config) -> int:
+    """Numbers in one layer's recurrent state of one sequence (heads x key x value, or heads x P x N for Mamba2)."""
+    if isinstance(config, Mamba2CanonForCausalLM.config_class):
+        return config.num_heads * config.head_dim * config.state_size
+    if isinstance(config, GatedDeltaNetCanonForCausalLM.config_class):
+        return config.num_heads * config.head_dim * config.head_v_dim
+    return config.key_dim * config.value_dim // config.num_heads
+
+
+def get_num_flop_per_token(num_params: int, model_args: LMTransformerArgs) -> float:
+    """Training FLOPs per token: 6 per non-embedding parameter (num_params counts neither the embedding nor an untied
+    head) plus the recurrence, which reads and updates each layer's state once per token (2 x 2 FLOPs per state
+    entry forward, x3 with backward). The reference used Llama's attention term here, which does not apply."""
+    state = recurrent_state_size(hf_config(model_args))
+    return 6 * num_params + 12 * model_args.n_layers * state
