@@ -8,10 +8,10 @@ Layout: [BOS] + (parent child)* + [9997] + query + [9998] + answer nodes + [9998
 reverse Kahn walk with uniformly random picks, as the reference does. Test split: n = N.
 """
 
-from collections import deque
 from dataclasses import dataclass
+from itertools import chain
 
-from .common import BOS, draw, make_words, power_law_size, randbelow, split_words
+from .common import BOS, draw, make_words, power_law_size, split_words
 
 QUERY, ANSWER = 9997, 9998
 MAX_PARENTS = MAX_CHILDREN = 4
@@ -36,75 +36,75 @@ PRESETS = {
 }
 
 
-def _random_dag(rng, nodes):
-    """parents[v] for nodes in generation order: a few roots, then each node picks 1..4 earlier nodes that still
-    have fewer than 4 children."""
-    roots = 1 + randbelow(rng, (len(nodes) - 1) // 4 + 1)
-    parents = {v: [] for v in nodes}
-    children = dict.fromkeys(nodes, 0)
-    open_nodes = list(nodes[:roots])  # earlier nodes with fewer than 4 children, in generation order
-    for v in nodes[roots:]:
-        if open_nodes:
-            chosen = draw(rng, open_nodes, 1 + randbelow(rng, min(MAX_PARENTS, len(open_nodes))))
-            parents[v] = chosen
-            for p in chosen:
-                children[p] += 1
-            if any(children[p] == MAX_CHILDREN for p in chosen):
-                open_nodes = [u for u in open_nodes if children[u] < MAX_CHILDREN]
+def _random_dag(rng, n: int) -> tuple[list[list[int]], list[int]]:
+    """(parents[v], number of children of v) for nodes 0..n-1 in generation order: a few roots, then each node
+    picks 1..4 distinct earlier nodes, uniformly among those that still have fewer than 4 children."""
+    random = rng.random
+    roots = 1 + int(random() * ((n - 1) // 4 + 1))
+    parents = [[] for _ in range(roots)]
+    children = [0] * n
+    open_nodes = list(range(roots))  # earlier nodes with fewer than 4 children (never empty: v joins after its turn)
+    for v in range(roots, n):
+        m = len(open_nodes)
+        extra = int(random() * (m if m < MAX_PARENTS else MAX_PARENTS))  # parents beyond the first
+        picks = [int(random() * m)]
+        while len(picks) <= extra:  # distinct picks, by rejection (at most 4, so rarely repeated)
+            i = int(random() * m)
+            if i not in picks:
+                picks.append(i)
+        chosen = [open_nodes[i] for i in picks]
+        for p in chosen:
+            children[p] += 1
+            if children[p] == MAX_CHILDREN:
+                open_nodes.remove(p)
+        parents.append(chosen)
         open_nodes.append(v)
-    return parents
-
-
-def _ancestors(parents, node):
-    seen, stack = {node}, [node]
-    while stack:
-        for p in parents[stack.pop()]:
-            if p not in seen:
-                seen.add(p)
-                stack.append(p)
-    return seen
+    return parents, children
 
 
 def brevo_sample(params: BrevoParams, rng, split: str) -> dict:
     n = params.N if split == "test" else power_law_size(rng, params.N)
-    nodes = draw(rng, range(1, params.N + 1), n)
-    parents = _random_dag(rng, nodes)
-    query = nodes[-1]
-    needed = _ancestors(parents, query)
-    # reverse Kahn from the query: a node becomes ready once all its children inside `needed` are emitted
-    pending = {v: 0 for v in needed}
-    for v in needed:
-        for p in parents[v]:
-            pending[p] += 1
-    ready, order = [query], []
+    nodes = draw(rng, range(1, params.N + 1), n)  # node ids, in generation order (positions 0..n-1 below)
+    parents, children = _random_dag(rng, n)
+    query = n - 1
+    # the query's ancestors, breadth-first: for each the number of its children among them (the in-degrees of the
+    # reverse Kahn walk below), and the depth, the fewest parent steps from the query to a root
+    pending, needed = [0] * n, [False] * n
+    needed[query] = True
+    frontier, level, depth = [query], 0, None
+    while frontier:
+        next_frontier = []
+        for v in frontier:
+            if depth is None and not parents[v]:
+                depth = level
+            for p in parents[v]:
+                pending[p] += 1
+                if not needed[p]:
+                    needed[p] = True
+                    next_frontier.append(p)
+        frontier, level = next_frontier, level + 1
+    # reverse Kahn from the query with uniformly random picks: a node is ready once all its needed children are out
+    random, ready, order = rng.random, [query], []
     while ready:
-        v = ready.pop(randbelow(rng, len(ready)))
+        i = int(random() * len(ready))
+        ready[i], ready[-1] = ready[-1], ready[i]
+        v = ready.pop()
         order.append(v)
         for p in parents[v]:
             pending[p] -= 1
             if pending[p] == 0:
                 ready.append(p)
     order.reverse()
-    depth, frontier, seen = 0, deque([(query, 0)]), {query}
-    while frontier:
-        v, d = frontier.popleft()
-        if not parents[v]:
-            depth = d
-            break
-        for p in parents[v]:
-            if p not in seen:
-                seen.add(p)
-                frontier.append((p, d + 1))
-    edges = [(p, c) for c in nodes for p in parents[c]]
-    edges = draw(rng, edges)
-    if params.multi:
-        used = sorted({v for edge in edges for v in edge})
+    if params.multi:  # a word for every node in an edge (all but the roots without children)
+        used = sorted([nodes[v] for v in range(n) if parents[v] or children[v]])
         spelled = dict(zip(used, make_words(rng, len(used), WORD_VOCAB, WORD_MIN, WORD_MAX), strict=True))
+        spell = [spelled.get(v) for v in nodes]
     else:
-        spelled = {v: (v,) for v in nodes}
-    context = [BOS] + [t for p, c in edges for t in (*spelled[p], *spelled[c])] + [QUERY, *spelled[query]]
-    answer = [ANSWER] + [t for v in order for t in spelled[v]] + [ANSWER]
-    meta = {"n": n, "query": query, "answer": order, "depth": depth, "edges": len(edges)}
+        spell = [(v,) for v in nodes]
+    edges = draw(rng, [spell[p] + spell[c] for c in range(n) for p in parents[c]])  # each edge spelled out
+    context = [BOS, *chain.from_iterable(edges), QUERY, *spell[query]]
+    answer = [ANSWER, *chain.from_iterable([spell[v] for v in order]), ANSWER]
+    meta = {"n": n, "query": nodes[query], "answer": [nodes[v] for v in order], "depth": depth, "edges": len(edges)}
     return {"tokens": context + answer, "labels": [0] * len(context) + [1] * len(answer), "meta": meta}
 
 

@@ -7,8 +7,9 @@ when it is not a power of two; the reference's K=32 list repeated 32 and added 2
 """
 
 from dataclasses import dataclass
+from functools import cache
 
-from .common import BOS, draw, make_words, power_law_size, randbelow, split_words
+from .common import BOS, draw, make_words, power_law_size, split_words
 
 HOP, ANSWER, SEPARATOR = 9000, 9500, 9700
 
@@ -39,9 +40,12 @@ class DepoParams:
 PRESETS = {
     **{f"depo1-{N}": DepoParams(N, K=8, mini_vocab=50, min_tlen=1, max_tlen=2) for N in (375, 300, 225)},
     **{f"depo2-{N}": DepoParams(N, K=16, mini_vocab=3, min_tlen=5, max_tlen=7) for N in (125, 100, 75)},
+    # a miniature of Depo1 that a tiny model learns on a CPU in minutes (used by `make demo`)
+    "depo1-mini": DepoParams(8, K=2, mini_vocab=50, min_tlen=1, max_tlen=2),
 }
 
 
+@cache
 def eval_hops(K: int) -> list[int]:
     hops = [2**i for i in range(K.bit_length()) if 2**i <= K]
     return hops if hops[-1] == K else hops + [K]
@@ -49,20 +53,19 @@ def eval_hops(K: int) -> list[int]:
 
 def depo_sample(params: DepoParams, rng, split: str) -> dict:
     n = params.N if split == "test" else power_law_size(rng, params.N)
-    words = make_words(rng, n, params.mini_vocab, params.min_tlen, params.max_tlen)
-    words = draw(rng, words)
-    tokens, labels = [BOS], [0]
-    for i in draw(rng, range(n)):
-        pair = ([SEPARATOR] if params.separator else []) + list(words[i]) + list(words[(i + 1) % n])
-        tokens += pair
-        labels += [0] * len(pair)
-    queries = []
+    words = draw(rng, make_words(rng, n, params.mini_vocab, params.min_tlen, params.max_tlen))  # the cycle, in order
+    edge = (SEPARATOR,) if params.separator else ()
+    tokens = [BOS, *[t for i in draw(rng, range(n)) for t in edge + words[i] + words[(i + 1) % n]]]
+    labels = [0] * len(tokens)
+    random, queries = rng.random, []
+    hops = range(1, params.K + 1) if split == "train" else eval_hops(params.K)
     for start in draw(rng, range(n), min(n, params.M)):
-        k = 1 + randbelow(rng, params.K) if split == "train" else rng.choice(eval_hops(params.K))
-        question, answer = [HOP + k, *words[start]], [ANSWER, *words[(start + k) % n]]
-        tokens += question + answer
-        labels += [0] * len(question) + [1] * len(answer)
-        queries.append({"k": k, "start": start, "answer": (start + k) % n})
+        k = hops[int(random() * len(hops))]
+        end = (start + k) % n
+        question, answer = words[start], words[end]
+        tokens += (HOP + k, *question, ANSWER, *answer)
+        labels += [0] * (1 + len(question)) + [1] * (1 + len(answer))
+        queries.append({"k": k, "start": start, "answer": end})
     return {"tokens": tokens, "labels": labels, "meta": {"n": n, "queries": queries}}
 
 

@@ -8,9 +8,12 @@ Labels (the reference returns none; our choice): 1 on the final value only, the 
 the sequence yet not copyable from it; the answer marker carries a random alias bit, so it is not a target.
 """
 
+import itertools
+import math
 from dataclasses import dataclass
+from functools import cache
 
-from .common import BOS, randbelow
+from .common import BOS, random_bits
 
 VALUE = 5000
 OPERATORS = {"a": 1, "s": 2, "m": 3, "d": 4}  # + - * /; aliases are +4
@@ -35,43 +38,83 @@ class ManoParams:
 PRESETS = {f"mano-{L}": ManoParams(L) for L in (10, 13, 16)}
 
 
-def _apply(op: int, a: int, b: int, mod: int):
-    if op == 1:
-        return (a + b) % mod
-    if op == 2:
-        return (a - b) % mod
-    if op == 3:
-        return (a * b) % mod
-    return None if b % mod == 0 else (a * pow(b, -1, mod)) % mod
+@cache
+def _tables(params: ManoParams):
+    """What a sample needs, per preset:
+    - operators: the operator tokens, one uniform pick per operator node (the ids of `ops`, and their aliases with
+      `augment`);
+    - bits: random bits per attempt, 64 more than the largest sample uses;
+    - values_of[t][a * mod + b]: operator token t applied to (a, b), None for a division by zero;
+    - twigs: every operator with two leaves, as (value, its tokens backwards), so that one digit draws a whole
+      one-operator subtree (a third of all operator nodes)."""
+    operators = tuple(OPERATORS[op] + alias for alias in ((0, 4) if params.augment else (0,)) for op in params.ops)
+    L, mod = params.L, params.mod
+    bits = math.log2(8 * L) + L * math.log2(len(operators) * L) + (L + 1) * math.log2(mod)
+    inverse = [None] + [pow(b, -1, mod) if math.gcd(b, mod) == 1 else None for b in range(1, mod)]
+    ops = (
+        [(a + b) % mod for a in range(mod) for b in range(mod)],
+        [(a - b) % mod for a in range(mod) for b in range(mod)],
+        [a * b % mod for a in range(mod) for b in range(mod)],
+        [None if inverse[b] is None else a * inverse[b] % mod for a in range(mod) for b in range(mod)],
+    )
+    values_of = [None] + [ops[(t - 1) % 4] for t in range(1, 9)]
+    twigs = [
+        (values_of[t][a * mod + b], (VALUE + b, VALUE + a, t))
+        for t in operators
+        for a in range(mod)
+        for b in range(mod)
+    ]
+    return operators, math.ceil(bits) + 64, values_of, twigs
 
 
-def _expression(rng, size: int, params: ManoParams):
-    """(tokens, value) of a random expression with `size` operators; value None on a division by zero."""
-    if size == 0:
-        v = randbelow(rng, params.mod)
-        return [VALUE + v], v
-    op = OPERATORS[params.ops[randbelow(rng, len(params.ops))]]
-    left_size = randbelow(rng, size)
-    left, a = _expression(rng, left_size, params)
-    right, b = _expression(rng, size - 1 - left_size, params)
-    alias = 4 if params.augment and rng.random() < 0.5 else 0
-    value = None if a is None or b is None else _apply(op, a, b, params.mod)
-    return [op + alias, *left, *right], value
-
-
-def mano_sample(params: ManoParams, rng, split: str) -> dict:
-    size = params.L if split == "test" else 1 + randbelow(rng, params.L)
-    while True:
-        expression, value = _expression(rng, size, params)
-        if value is not None:
+def mano_sample(params: ManoParams, state, split: str) -> dict:
+    """One sample; `state` is its hash state (common.sample_hash). Every choice is a digit of one random integer (a
+    fresh one for each retry after a division by zero): for an operator node of size s its operator and its left
+    subtree's size (uniform in 0..s-1) as one digit in base (operators * s); a node of size 1 as a whole (`twigs`);
+    a leaf its value."""
+    operators, bits, values_of, twigs = _tables(params)
+    mod, choices, n_twigs = params.mod, len(operators), len(twigs)
+    x = random_bits(state, 0, bits)
+    if split == "test":
+        size = params.L
+    else:
+        x, size = divmod(x, params.L)
+        size += 1
+    x, coins = divmod(x, 8) if params.augment else (x, 0)
+    for attempt in itertools.count(1):
+        # the expression backwards (right subtree, left subtree, operator), evaluated on the way with a stack;
+        # `pending` holds subtree sizes to expand (>= 0) and operators (~digit < 0) to apply once both are done
+        backwards, stack, pending = [], [], [size]
+        while pending:
+            s = pending.pop()
+            if s > 1:
+                x, digit = divmod(x, choices * s)
+                digit, left = divmod(digit, s)
+                pending += (~digit, left, s - 1 - left)
+            elif s == 1:
+                x, digit = divmod(x, n_twigs)
+                value, twig = twigs[digit]
+                if value is None:
+                    break
+                backwards += twig
+                stack.append(value)
+            elif s == 0:
+                x, value = divmod(x, mod)
+                backwards.append(VALUE + value)
+                stack.append(value)
+            else:
+                t = operators[~s]
+                value = values_of[t][stack.pop() * mod + stack.pop()]
+                if value is None:
+                    break
+                backwards.append(t)
+                stack.append(value)
+        else:
             break
-
-    def coin():
-        return int(params.augment and rng.random() < 0.5)
-
-    tokens = [BOS - coin(), 10 * size + coin(), *expression, 10 * size + 4 + coin(), VALUE + value]
-    labels = [0] * (len(tokens) - 1) + [1]
-    return {"tokens": tokens, "labels": labels, "meta": {"l": size, "value": value}}
+        x = random_bits(state, attempt, bits)
+    question, answer = 10 * size + (coins >> 1 & 1), 10 * size + 4 + (coins >> 2)
+    tokens = [BOS - (coins & 1), question, *reversed(backwards), answer, VALUE + value]
+    return {"tokens": tokens, "labels": [0] * (len(tokens) - 1) + [1], "meta": {"l": size, "value": value}}
 
 
 def verify_mano(record: dict) -> str | None:

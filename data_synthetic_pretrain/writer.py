@@ -1,6 +1,5 @@
 """Writing a generated dataset: shards in the lingua layout, worker processes, atomic renames, a progress bar."""
 
-import json
 import os
 import tempfile
 from functools import partial
@@ -8,15 +7,19 @@ from multiprocessing import get_context
 
 from tqdm import tqdm
 
-from .generators import make_sample, resolve
+from .generators import resolve, sample_line
 
 
 def shard_paths(out: str, name: str, shards: int) -> list[str]:
     return [os.path.join(out, f"{name}.chunk.{j:02d}.jsonl") for j in range(shards)]
 
 
-def _line(generator, preset, split, seed, index) -> str:
-    return json.dumps(make_sample(generator, preset, split, seed, index), separators=(",", ":")) + "\n"
+BLOCK = 256  # samples per task of a worker process: one string back per block, not per sample
+
+
+def _lines(generator, preset, split, seed, indices: range) -> str:
+    """The JSON lines of samples `indices`, as one string."""
+    return "".join([sample_line(generator, preset, split, seed, i) for i in indices])
 
 
 def write_dataset(generator, preset, split, num, seed, out, shards=1, workers=1, progress=True) -> list[str]:
@@ -46,17 +49,23 @@ def write_dataset(generator, preset, split, num, seed, out, shards=1, workers=1,
 
     bounds = [num * j // shards for j in range(shards + 1)]
     temps = [tempfile.NamedTemporaryFile("w", dir=out, prefix=".partial-", delete=False) for _ in paths]
-    line = partial(_line, generator, preset, split, seed)
+    blocks = [
+        (temp, range(i, min(i + BLOCK, end)))
+        for temp, start, end in zip(temps, bounds[:-1], bounds[1:], strict=True)
+        for i in range(start, end, BLOCK)
+    ]
+    lines = partial(_lines, generator, preset, split, seed)
     try:
-        with get_context("spawn").Pool(workers) if workers > 1 else _InProcess() as pool:
-            lines = pool.imap(line, range(num), chunksize=64)
+        parallel = workers > 1 and len(blocks) > 1  # a single block gains nothing from a pool
+        with get_context("spawn").Pool(min(workers, len(blocks))) if parallel else _InProcess() as pool:
             bar = tqdm(total=num, desc=f"{generator} {preset} {split}", unit="sample", disable=not progress)
-            for j, temp in enumerate(temps):
-                for _ in range(bounds[j], bounds[j + 1]):
-                    temp.write(next(lines))
-                    bar.update()
-                temp.close()
+            texts = pool.imap(lines, [indices for _, indices in blocks])
+            for (temp, indices), text in zip(blocks, texts, strict=True):
+                temp.write(text)
+                bar.update(len(indices))
             bar.close()
+        for temp in temps:
+            temp.close()
         for temp, path in zip(temps, paths, strict=True):
             os.replace(temp.name, path)
     except BaseException:

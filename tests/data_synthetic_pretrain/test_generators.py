@@ -1,3 +1,4 @@
+import json
 import math
 import os
 import random
@@ -8,9 +9,10 @@ from collections import Counter
 
 import pytest
 
-from data_synthetic_pretrain import GENERATORS, make_sample, write_dataset
-from data_synthetic_pretrain.common import BOS, power_law_size
+from data_synthetic_pretrain import GENERATORS, ManoParams, make_sample, mano_sample, verify_mano, write_dataset
+from data_synthetic_pretrain.common import BOS, make_words, power_law_size, sample_hash, split_words
 from data_synthetic_pretrain.depo import ANSWER, HOP, eval_hops
+from data_synthetic_pretrain.generators import sample_line
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ALL_PRESETS = [(g, p) for g, spec in GENERATORS.items() for p in spec.presets]
@@ -186,3 +188,76 @@ def test_mano_lengths_follow_the_split():
     assert set(train) == set(range(1, 14)) and all(abs(c - 100) < 50 for c in train.values())
     test = [make_sample("mano", "mano-13", "test", 0, i) for i in range(20)]
     assert all(len(r["tokens"]) == 2 * 13 + 5 and r["meta"]["l"] == 13 for r in test)
+
+
+@pytest.mark.parametrize("mini_vocab, min_len, max_len", [(3, 5, 7), (50, 1, 2), (9, 3, 5)])
+def test_words_have_uniform_lengths_and_tokens(mini_vocab, min_len, max_len):
+    # (9, 3, 5) is too large for the table of all words, so it takes the token-by-token path
+    rng = random.Random(0)
+    words = [w for _ in range(100) for w in make_words(rng, 40, mini_vocab, min_len, max_len)]
+    assert all(len(set(words[i : i + 40])) == 40 for i in range(0, len(words), 40))
+    assert split_words([t for w in words for t in w], mini_vocab) == words
+    lengths = Counter(len(w) for w in words)
+    expected = len(words) / (max_len - min_len + 1)
+    assert set(lengths) == set(range(min_len, max_len + 1))
+    assert all(abs(c - expected) < 5 * math.sqrt(expected) for c in lengths.values())
+    inner = Counter(t for w in words for t in w[:-1])
+    last = Counter(w[-1] - mini_vocab for w in words)
+    for counts in (inner, last):
+        mean = sum(counts.values()) / mini_vocab
+        assert set(counts) == set(range(1, mini_vocab + 1))
+        assert all(abs(c - mean) < 5 * math.sqrt(mean) for c in counts.values())
+
+
+def test_mano_choices_are_uniform():
+    tokens = [make_sample("mano", "mano-10", "test", 0, i)["tokens"] for i in range(600)]
+    ops = Counter(t for ts in tokens for t in ts[2:-2] if t < 9)
+    assert set(ops) == {1, 2, 3, 5, 6, 7}  # + - * and their aliases
+    assert all(abs(c - 1000) < 5 * math.sqrt(1000) for c in ops.values())
+    leaves = Counter(t for ts in tokens for t in ts[2:-2] if t >= 5000)
+    assert set(leaves) == set(range(5000, 5023))
+    assert all(abs(c - 6600 / 23) < 5 * math.sqrt(6600 / 23) for c in leaves.values())
+    coins = [Counter(ts[i] for ts in tokens) for i in (0, 1, -2)]
+    assert all(len(c) == 2 and min(c.values()) > 230 for c in coins)
+    # the left subtree's size is uniform: of l=2 expressions, half are "op op . . ." and half "op . op . ."
+    train = [make_sample("mano", "mano-10", "train", 1, i) for i in range(3000)]
+    shapes = Counter(r["tokens"][3] < 9 for r in train if r["meta"]["l"] == 2)
+    assert abs(shapes[True] - shapes[False]) < 5 * math.sqrt(sum(shapes.values()))
+
+
+def test_mano_division_retries_until_defined():
+    params = ManoParams(L=4, ops="asmd")
+    records = []
+    for i in range(300):
+        record = mano_sample(params, sample_hash("mano", "custom", "test", 0, i), "test")
+        record["meta"]["params"] = {"mod": 23}
+        records.append(record)
+    assert all(verify_mano(r) is None for r in records)
+    assert {t for r in records for t in r["tokens"][2:-2] if t < 9} == set(range(1, 9))
+
+
+def test_brevo_dag_law_matches_a_plain_implementation():
+    """Edge counts and roots of n=70 DAGs against a direct, slow implementation of the documented process."""
+
+    def plain_dag_edges(rng, n):
+        roots = rng.randint(1, (n - 1) // 4 + 1)
+        children, edges = [0] * n, 0
+        for v in range(roots, n):
+            open_nodes = [u for u in range(v) if children[u] < 4]
+            for p in rng.sample(open_nodes, rng.randint(1, min(4, len(open_nodes)))):
+                children[p] += 1
+                edges += 1
+        return edges
+
+    ours = [make_sample("brevo", "brevo1-70", "test", 0, i)["meta"]["edges"] for i in range(400)]
+    rng = random.Random(0)
+    plain = [plain_dag_edges(rng, 70) for _ in range(400)]
+    spread = statistics.stdev(plain) * math.sqrt(2 / 400)
+    assert abs(statistics.mean(ours) - statistics.mean(plain)) < 5 * spread
+
+
+@pytest.mark.parametrize("generator, preset", ALL_PRESETS)
+def test_written_lines_are_the_records_json(generator, preset):
+    for split, index in (("train", 0), ("test", 5)):
+        line = sample_line(generator, preset, split, 2, index)
+        assert line == json.dumps(make_sample(generator, preset, split, 2, index), separators=(",", ":")) + "\n"
