@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test lint bench clean
+.PHONY: install test lint bench demo clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ lint: install
 
 test: lint
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) tests
+
+# the main job: a CPU miniature of Part 4.1 (Llama vs LlamaCanon on a synthetic task), written to runs/demo/<time>/
+demo: install
+	cd lingua_modified && ../$(PY) -m apps.demo --out ../runs/demo/$$(date +%Y%m%d-%H%M%S)
 
 bench: install
 	$(PY) benchmarks/hf_llamacanon.py
