@@ -5,9 +5,12 @@ Each comes in three forms computing the same numbers:
 - `*_step`: one token, used for decoding;
 - `naive_*`: the step applied token by token (the readable definition, and the reference the tests hold to);
 - `chunk_*`: the parallel form used for training and prefill. The sequence is cut into chunks; inside a chunk the
-  outputs are batched matrix products, and only the state handed from chunk to chunk is a Python loop (T / chunk
-  iterations of two small ops). Decays are always formed as differences of cumulative log-gates taken in the right
-  order (later minus earlier), so every exponential is <= 1 and nothing overflows, whatever the gates.
+  outputs are batched matrix products, and the chunks are visited in order, each reading the state left by the one
+  before. A chunk's work is done while its tensors are small (a few hundred KiB, in cache): whole-sequence
+  intermediates would be tens of MiB, and on CPU every fresh allocation that large costs page faults, which made the
+  vectorised-over-all-chunks form slower than the matrix products themselves. Decays are formed as differences of
+  cumulative log-gates taken in the right order (later minus earlier), so every exponential is <= 1; the one
+  exception, GLA's factorised chunk, is used only where its factors provably stay far inside the dtype's range.
 
 Layouts follow the kernels (flash-linear-attention / mamba_ssm): activations [B, T, H, D], states in float32 (float64
 stays float64), GLA/GDN state [B, H, dk, dv], SSD state [B, H, P, N]. The dispatchers at the bottom pick
@@ -56,20 +59,21 @@ def _initial(state, shape, like):
     return state.to(state_dtype(like))
 
 
-def _to_chunks(x: torch.Tensor, chunk: int) -> torch.Tensor:
-    """[B, T, H, ...] -> [B, H, n, chunk, ...], zero-padding T up to a multiple of `chunk` (zero gates are decay 1
-    and zero keys add nothing, so padding never changes the state; padded outputs are dropped)."""
-    T = x.shape[1]
-    pad = (-T) % chunk
-    if pad:
-        x = torch.cat([x, x.new_zeros((x.shape[0], pad) + x.shape[2:])], dim=1)
-    x = x.movedim(1, 2)  # [B, H, T', ...]
-    return x.reshape(x.shape[:2] + (x.shape[2] // chunk, chunk) + x.shape[3:])
+def _heads_first(x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Rows start:stop of [B, T, H, ...] as [B * H, rows, ...] (a copy of one chunk, laid out for batched products)."""
+    return x[:, start:stop].movedim(2, 1).flatten(0, 1)
 
 
-def _from_chunks(x: torch.Tensor, T: int) -> torch.Tensor:
-    """[B, H, n, chunk, D] -> [B, T, H, D]."""
-    return x.flatten(2, 3)[:, :, :T].movedim(2, 1)
+def _per_head(x: torch.Tensor) -> torch.Tensor:
+    """[B, T, H] -> [B * H, T] (a copy; per-token scalars are small)."""
+    return x.movedim(2, 1).flatten(0, 1)
+
+
+def _chunk_cumsum(log_decay: torch.Tensor, chunk: int) -> torch.Tensor:
+    """[BH, T] -> [BH, n, chunk]: cumulative sums within each chunk, T zero-padded to a multiple of `chunk` (a zero
+    log decay changes nothing)."""
+    padded = torch.nn.functional.pad(log_decay, (0, (-log_decay.shape[1]) % chunk))
+    return padded.unflatten(1, (-1, chunk)).cumsum(-1)
 
 
 def _causal(chunk: int, device, strict: bool = False) -> torch.Tensor:
@@ -77,10 +81,12 @@ def _causal(chunk: int, device, strict: bool = False) -> torch.Tensor:
 
 
 def decay(log_decay: torch.Tensor, mask=None) -> torch.Tensor:
-    """exp(log_decay) (where `mask`, 0 elsewhere), with values below the dtype's smallest normal number flushed to
-    exactly 0: subnormal operands make CPU arithmetic, matrix products included, many times slower (strong decays over
-    a chunk produce them), and they lie below the precision of the result."""
-    flush = log_decay < math.log(torch.finfo(log_decay.dtype).tiny)
+    """exp(log_decay) (where `mask`, 0 elsewhere), with values below the square root of the dtype's smallest normal
+    number (1e-19 in float32, 1e-154 in float64) flushed to exactly 0: subnormal operands make CPU arithmetic, matrix
+    products included, many times slower, and a decay just above the smallest normal number still makes subnormals
+    once multiplied by an activation below 1 (strong decays over a chunk produce them; Mamba2's chunked form ran 2x
+    slower for it). The flushed terms lie far below the precision of the result."""
+    flush = log_decay < math.log(torch.finfo(log_decay.dtype).tiny) / 2
     if mask is not None:
         flush = flush | ~mask
     return log_decay.masked_fill(flush, float("-inf")).exp()
@@ -146,30 +152,60 @@ def _gla_intra_scores(q, k, b, sub):
     return full.reshape(*lead, C, C)
 
 
+def _gla_chunk_factored(q, k, v, b, state, scale):
+    """One chunk of GLA whose cumulative log decay b stays within [-L, 0] (L = half the log of the dtype's largest
+    number): exp(b_t - b_s) = exp(b_t) exp(-b_s) with both factors normal numbers, so the pair scores are one matrix
+    product of q * exp(b) and k * exp(-b), exact to rounding. q, k, b [BH, C, dk], v [BH, C, dv], state [BH, dk, dv]."""
+    eb = b.exp()
+    eb_last = eb[:, -1:]
+    qe, ke = (q * eb).mul_(scale), k / eb  # scaling q scales both the read-out and the scores
+    scores = torch.bmm(qe, ke.transpose(1, 2)).tril_()
+    o = torch.bmm(qe, state).baddbmm_(scores, v)
+    state = torch.bmm((ke * eb_last).transpose(1, 2), v).addcmul_(state, eb_last.transpose(1, 2))
+    return o, state
+
+
+def _gla_chunk_pairwise(q, k, v, b, state, scale, sub_chunk):
+    """One chunk of GLA with any decays (same arguments as `_gla_chunk_factored`): the pair scores come from
+    `_gla_intra_scores`, whose every exponential is <= 1; slower, for chunks that decay too strongly to factorise."""
+    C = q.shape[1]
+    pad = (-C) % sub_chunk  # a short last chunk: zero queries and keys, the log decay held at its last value
+    qp, kp = (torch.cat([x, x.new_zeros(x.shape[0], pad, x.shape[2])], 1) for x in (q, k))
+    bp = torch.cat([b, b[:, -1:].expand(-1, pad, -1)], 1)
+    scores = _gla_intra_scores(qp, kp, bp, sub_chunk)[:, :C, :C]
+    o = torch.bmm(q * decay(b), state).baddbmm_(scores, v).mul_(scale)
+    b_last = b[:, -1:]
+    state = torch.bmm((k * decay(b_last - b)).transpose(1, 2), v).addcmul_(state, decay(b_last).transpose(1, 2))
+    return o, state
+
+
 def chunk_gla(q, k, v, gk, scale=None, initial_state=None, output_final_state=False, chunk_size=64, sub_chunk=8):
     """Chunked GLA (same arguments as `naive_recurrent_gla`).
 
     Inside a chunk with cumulative log decay b_t (a vector over dk), token t reads
     scale * [(q_t * exp(b_t))^T S_0 + sum_{s<=t} (sum_c q_tc k_sc exp(b_tc - b_sc)) v_s],
     and the chunk hands on S_end = diag(exp(b_last)) S_0 + sum_s (k_s * exp(b_last - b_s)) v_s^T.
+    The pair scores need exp(b_tc - b_sc) per key channel; a chunk whose decay stays within the range where
+    exp(b) exp(-b) factorises exactly (every chunk at usual gate values) gets them from one matrix product, the others
+    from the slower pairwise blocks of `_gla_intra_scores`.
     """
     B, T, H, K = q.shape
+    V = v.shape[-1]
     scale = K**-0.5 if scale is None else scale
     dt, out_dtype = state_dtype(q), v.dtype
-    q, k, v, gk = (_to_chunks(x.to(dt), chunk_size) for x in (q, k, v, gk))  # [B, H, n, C, D]
-    b = gk.cumsum(-2)
-    b_last = b[..., -1:, :]  # [B, H, n, 1, dk]
-    scores = _gla_intra_scores(q, k, b, sub_chunk)
-    updates = (k * decay(b_last - b)).transpose(-1, -2) @ v  # [B, H, n, dk, dv]: what each chunk adds
-    chunk_decay = decay(b_last.squeeze(-2))[..., None]  # [B, H, n, dk, 1]
-    state = _initial(initial_state, (B, H, K, v.shape[-1]), q)
-    starts = []
-    for n in range(q.shape[2]):
-        starts.append(state)
-        state = chunk_decay[:, :, n] * state + updates[:, :, n]
-    starts = torch.stack(starts, dim=2)  # [B, H, n, dk, dv]: the state entering each chunk
-    o = (q * decay(b)) @ starts + scores @ v
-    return _from_chunks(o * scale, T).to(out_dtype), state if output_final_state else None
+    q, k, v, gk = (x.to(dt) for x in (q, k, v, gk))
+    limit = math.log(torch.finfo(dt).max) / 2  # e^-limit and e^limit are normal numbers with room to spare
+    state = _initial(initial_state, (B, H, K, V), q).flatten(0, 1)  # [BH, dk, dv]
+    outs = []
+    for start in range(0, T, chunk_size):
+        qc, kc, vc, gc = (_heads_first(x, start, start + chunk_size) for x in (q, k, v, gk))
+        b = gc.cumsum(1)
+        if b[:, -1].amin() >= -limit:
+            o, state = _gla_chunk_factored(qc, kc, vc, b, state, scale)
+        else:
+            o, state = _gla_chunk_pairwise(qc, kc, vc, b, state, scale, sub_chunk)
+        outs.append(o.unflatten(0, (B, H)).transpose(1, 2))
+    return torch.cat(outs, 1).to(out_dtype), state.unflatten(0, (B, H)) if output_final_state else None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -210,46 +246,44 @@ def chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, out
     """Chunked gated delta rule (WY form; same arguments as `naive_recurrent_gated_delta_rule`).
 
     With chunk-local G_t = sum_{s<=t} g_s, the chunk's corrections u solve the unit lower-triangular system
-    u_t + sum_{s<t} beta_t e^{G_t - G_s} (k_t.k_s) u_s = beta_t (v_t - e^{G_t} S_0^T k_t), i.e. u = U0 - W S_0 with
-    U0, W independent of the state (solved for all chunks at once). Then o_t = scale [e^{G_t} S_0^T q_t +
-    sum_{s<=t} e^{G_t - G_s} (q_t.k_s) u_s] and S_end = e^{G_last} S_0 + sum_s e^{G_last - G_s} k_s u_s^T.
+    u_t + sum_{s<t} beta_t e^{G_t - G_s} (k_t.k_s) u_s = beta_t (v_t - e^{G_t} S_0^T k_t). Then o_t = scale [e^{G_t}
+    S_0^T q_t + sum_{s<=t} e^{G_t - G_s} (q_t.k_s) u_s] and S_end = e^{G_last} S_0 + sum_s e^{G_last - G_s} k_s u_s^T.
     """
     B, T, H, K = q.shape
+    V = v.shape[-1]
     scale = K**-0.5 if scale is None else scale
     dt, out_dtype = state_dtype(q), v.dtype
-    C = chunk_size
-    q, k, v = (_to_chunks(x.to(dt), C) for x in (q, k, v))  # [B, H, n, C, D]
-    g, beta = (_to_chunks(x.to(dt)[..., None], C)[..., 0] for x in (g, beta))  # [B, H, n, C]
-    G = g.cumsum(-1)
-    kk = k @ k.transpose(-1, -2)
-    lower = beta[..., None] * _pairwise_decay(G, _causal(C, q.device, strict=True)) * kk
-    system = lower + torch.eye(C, dtype=dt, device=q.device)
-    U0 = torch.linalg.solve_triangular(system, beta[..., None] * v, upper=False, unitriangular=True)
-    W = torch.linalg.solve_triangular(system, (beta * decay(G))[..., None] * k, upper=False, unitriangular=True)
-    G_last = G[..., -1:]
-    k_to_end = k * decay(G_last - G)[..., None]
-    chunk_decay = decay(G_last)[..., None]  # [B, H, n, 1, 1]
-    state = _initial(initial_state, (B, H, K, v.shape[-1]), q)
-    starts, corrections = [], []
-    for n in range(q.shape[2]):
-        u = U0[:, :, n] - W[:, :, n] @ state
-        starts.append(state)
-        corrections.append(u)
-        state = chunk_decay[:, :, n] * state + k_to_end[:, :, n].transpose(-1, -2) @ u
-    starts, u = torch.stack(starts, dim=2), torch.stack(corrections, dim=2)
-    attend = _pairwise_decay(G, _causal(C, q.device)) * (q @ k.transpose(-1, -2))
-    o = (q * decay(G)[..., None]) @ starts + attend @ u
-    return _from_chunks(o * scale, T).to(out_dtype), state if output_final_state else None
+    q, k, v = (x.to(dt) for x in (q, k, v))
+    beta = _per_head(beta.to(dt))
+    G_all = _chunk_cumsum(_per_head(g.to(dt)), chunk_size)  # [BH, n, C]
+    from_start, to_end = decay(G_all), decay(G_all[..., -1:] - G_all)
+    pairs = _pairwise_decay(G_all, _causal(chunk_size, q.device))  # [BH, n, C, C]
+    state = _initial(initial_state, (B, H, K, V), q).flatten(0, 1)  # [BH, dk, dv]
+    outs = []
+    for n, start in enumerate(range(0, T, chunk_size)):
+        qc, kc, vc = (_heads_first(x, start, start + chunk_size) for x in (q, k, v))
+        C = qc.shape[1]
+        bc = beta[:, start : start + C, None]
+        eG, e_end = from_start[:, n, :C, None], to_end[:, n, :C, None]
+        D = pairs[:, n, :C, :C]
+        kb = kc * bc
+        # the solver reads only the strict lower triangle (unitriangular), so the diagonal needs no masking
+        system = D * torch.bmm(kb, kc.transpose(1, 2))
+        rhs = torch.bmm(kb * -eG, state).addcmul_(vc, bc)
+        # solved as u^T system^T = rhs^T: the transposes are column-major views, which LAPACK takes without copies
+        u = torch.linalg.solve_triangular(
+            system.transpose(1, 2), rhs.transpose(1, 2), upper=True, left=False, unitriangular=True
+        ).transpose(1, 2)
+        attend = D * torch.bmm(qc, kc.transpose(1, 2))
+        o = torch.bmm(qc * (eG * scale), state).baddbmm_(attend, u, alpha=scale)
+        state = torch.bmm((kc * e_end).transpose(1, 2), u).addcmul_(state, from_start[:, n, -1, None, None])
+        outs.append(o.unflatten(0, (B, H)).transpose(1, 2))
+    return torch.cat(outs, 1).to(out_dtype), state.unflatten(0, (B, H)) if output_final_state else None
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Mamba2 SSD: S_t = exp(dt_t A) S_{t-1} + dt_t x_t B_t^T,  y_t = S_t C_t + D x_t   (per head; S [P, N])
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _heads_of_groups(t: torch.Tensor, heads: int) -> torch.Tensor:
-    """[B, T, G, N] -> [B, T, H, N]: head h reads group h // (H / G)."""
-    return t.repeat_interleave(heads // t.shape[2], dim=2)
 
 
 def ssd_step(x, dt, A, Bm, Cm, D, state):
@@ -281,25 +315,31 @@ def chunk_ssd(x, dt, A, Bm, Cm, D=None, initial_state=None, output_final_state=F
     mask is [C, C] per head: y = tril(e^{a_t - a_s} C_t.B_s) (dt x) + e^{a_t} S_0 C_t + D x with a = cumsum(dt A);
     S_end = e^{a_last} S_0 + sum_s e^{a_last - a_s} dt_s x_s B_s^T."""
     Bsz, T, H, P = x.shape
-    ft = state_dtype(x)
-    C = chunk_size
-    xdt = _to_chunks(x.to(ft) * dt.to(ft)[..., None], C)  # [B, H, n, C, P]
-    Bm, Cm = (_to_chunks(_heads_of_groups(t, H).to(ft), C) for t in (Bm, Cm))  # [B, H, n, C, N]
-    a = _to_chunks((dt.to(ft) * A.to(ft))[..., None], C)[..., 0].cumsum(-1)  # [B, H, n, C]
-    a_last = a[..., -1:]
-    mix = _pairwise_decay(a, _causal(C, x.device)) * (Cm @ Bm.transpose(-1, -2))
-    updates = (xdt * decay(a_last - a)[..., None]).transpose(-1, -2) @ Bm  # [B, H, n, P, N]
-    chunk_decay = decay(a_last)[..., None]  # [B, H, n, 1, 1]
-    state = _initial(initial_state, (Bsz, H, P, Bm.shape[-1]), x)
-    starts = []
-    for n in range(xdt.shape[2]):
-        starts.append(state)
-        state = chunk_decay[:, :, n] * state + updates[:, :, n]
-    starts = torch.stack(starts, dim=2)  # [B, H, n, P, N]
-    y = (Cm * decay(a)[..., None]) @ starts.transpose(-1, -2) + mix @ xdt
-    if D is not None:
-        y = y + D.to(ft)[:, None, None, None] * _to_chunks(x.to(ft), C)
-    return _from_chunks(y, T).to(x.dtype), state if output_final_state else None
+    G, N = Bm.shape[2:]
+    ft, out_dtype = state_dtype(x), x.dtype
+    x, dt, Bm, Cm = (t.to(ft) for t in (x, dt, Bm, Cm))
+    a_all = _chunk_cumsum(_per_head(dt * A.to(ft)), chunk_size)  # [BH, n, C]
+    from_start, to_end = decay(a_all), decay(a_all[..., -1:] - a_all)
+    pairs = _pairwise_decay(a_all, _causal(chunk_size, x.device))  # [BH, n, C, C]
+    dt = _per_head(dt)
+    skip = None if D is None else D.to(ft).repeat(Bsz)[:, None, None]  # [BH, 1, 1]
+    state = _initial(initial_state, (Bsz, H, P, N), x).flatten(0, 1)  # [BH, P, N]
+    outs = []
+    for n, start in enumerate(range(0, T, chunk_size)):
+        xc = _heads_first(x, start, start + chunk_size)
+        C = xc.shape[1]
+        # head h reads group h // (H / G)
+        Bc, Cc = (_heads_first(t, start, start + C).unflatten(0, (Bsz, G)) for t in (Bm, Cm))
+        Bc, Cc = (t.repeat_interleave(H // G, dim=1).flatten(0, 1) for t in (Bc, Cc))  # [BH, C, N]
+        xdt = xc * dt[:, start : start + C, None]
+        mix = pairs[:, n, :C, :C] * torch.bmm(Cc, Bc.transpose(1, 2))
+        y = torch.bmm(Cc * from_start[:, n, :C, None], state.transpose(1, 2)).baddbmm_(mix, xdt)
+        if skip is not None:
+            y = y.addcmul_(xc, skip)
+        to_end_c = Bc * to_end[:, n, :C, None]
+        state = torch.bmm(xdt.transpose(1, 2), to_end_c).addcmul_(state, from_start[:, n, -1, None, None])
+        outs.append(y.unflatten(0, (Bsz, H)).transpose(1, 2))
+    return torch.cat(outs, 1).to(out_dtype), state.unflatten(0, (Bsz, H)) if output_final_state else None
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -65,6 +65,19 @@ def test_chunk_gla_is_stable_under_extreme_decays():
     assert torch.isfinite(out).all() and rel_err(out, ref) <= 1e-9
 
 
+def test_chunk_gla_mixes_factorised_and_pairwise_chunks():
+    """Only the chunk with decays beyond the factorisable range (e^-354 in float64) takes the pairwise path; a
+    ragged last chunk takes it too, padded to whole blocks. Both hand the state on exactly."""
+    q, k, v, gk, state = gla_inputs(T=45)
+    gk = gk.clone()
+    gk[:, 16:32] = -60.0  # chunk 2 of 16 decays by e^-960 in every channel
+    gk[:, 40:] = -100.0  # the last chunk (13 tokens, blocks of 4) too
+    ref, ref_state = lr.naive_recurrent_gla(q, k, v, gk, initial_state=state, output_final_state=True)
+    out, out_state = lr.chunk_gla(q, k, v, gk, initial_state=state, output_final_state=True, chunk_size=16,
+                                  sub_chunk=4)  # fmt: skip
+    assert rel_err(out, ref) <= 1e-9 and rel_err(out_state, ref_state) <= 1e-9
+
+
 @pytest.mark.parametrize("T, chunk", [(37, 16), (64, 32), (3, 8)])
 @pytest.mark.parametrize("with_state", [False, True])
 def test_chunk_gated_delta_rule_equals_recurrence(T, chunk, with_state):
@@ -128,8 +141,12 @@ def tiny(t):
     return t.detach().clone().requires_grad_(True)
 
 
-def test_gradcheck_chunk_gla():
-    q, k, v, gk, state = (tiny(t) for t in gla_inputs(B=1, T=6, H=1, K=2, V=2))
+@pytest.mark.parametrize("strong_decay", [False, True])
+def test_gradcheck_chunk_gla(strong_decay):
+    q, k, v, gk, state = gla_inputs(B=1, T=6, H=1, K=2, V=2)
+    if strong_decay:  # the second chunk decays by e^-800: the pairwise path
+        gk[:, 4:] = -400.0
+    q, k, v, gk, state = (tiny(t) for t in (q, k, v, gk, state))
     fn = lambda q, k, v, gk, s: lr.chunk_gla(q, k, v, gk, initial_state=s, output_final_state=True,  # noqa: E731
                                               chunk_size=4, sub_chunk=2)  # fmt: skip
     assert torch.autograd.gradcheck(fn, (q, k, v, gk, state))
