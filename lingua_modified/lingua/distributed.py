@@ -259,28 +259,26 @@ def _autocast_forward(model: nn.Module, dtype: torch.dtype) -> None:
     model.forward = autocast_forward
 
 
-def all_reduce_max(value: float) -> float:
-    if not dist.is_initialized():
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tensor.item()
-
-
-def all_reduce_mean(value: float) -> float:
-    if not dist.is_initialized():
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor.item() / dist.get_world_size()
-
-
-def all_reduce_sum(values: list[float]) -> list[float]:
+def _all_reduce(values: list[float], op) -> list[float]:
+    """`values` reduced over all processes (float64, on the device the backend needs); unchanged in one process."""
     if not dist.is_initialized():
         return list(values)
     tensor = torch.tensor(values, dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    dist.all_reduce(tensor, op=op)
     return tensor.tolist()
+
+
+def all_reduce_max(value: float) -> float:
+    return _all_reduce([value], dist.ReduceOp.MAX)[0]
+
+
+def all_reduce_mean(value: float) -> float:
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return _all_reduce([value], dist.ReduceOp.SUM)[0] / world
+
+
+def all_reduce_sum(values: list[float]) -> list[float]:
+    return _all_reduce(values, dist.ReduceOp.SUM)
 
 
 def barrier() -> None:
