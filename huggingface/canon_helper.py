@@ -157,11 +157,15 @@ class _NormCanon(torch.autograd.Function):
             n = norm_weight * normed.to(h.dtype)
             grad_n, chunk_w = _conv_backward(n, grad[:, t0 : t1 + right], weight, left, right)
             grad_cw += chunk_w
-            normed = normed[:, left:]
-            grad_nw += (upcast(grad_n) * normed).sum((0, 1))
-            # d/dh of h * rstd: rstd * (g - normed * mean(g * normed)), with g = grad_n * norm_weight
-            g = upcast(grad_n * norm_weight)
-            grad_h[:, t0:t1] = rstd[:, t0:t1] * (g - normed * (g * normed).mean(-1, keepdim=True))
+            normed, grad_n = normed[:, left:], upcast(grad_n)
+            # d/dh of h * rstd: rstd * (g - normed * mean(g * normed)), with g = grad_n * norm_weight; the products
+            # grad_n * normed serve both the norm weight's gradient and (times norm_weight, one matrix-vector
+            # product) that mean
+            product = grad_n * normed
+            grad_nw += product.sum((0, 1))
+            mean = (product @ upcast(norm_weight)).unsqueeze(-1) / h.shape[-1]
+            g = grad_n * norm_weight
+            torch.mul(torch.addcmul(g, normed, mean, value=-1), rstd[:, t0:t1], out=grad_h[:, t0:t1])
         return grad_h, grad_nw.to(norm_weight.dtype), grad_cw.to(canon_weight.dtype), None, None, None
 
 

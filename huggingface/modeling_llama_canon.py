@@ -135,16 +135,16 @@ class LlamaCanonMLP(nn.Module):
 
     def forward(self, x, canon_mask=None, past_key_values=None):
         canon = getattr(self, "canonD", None)
-        if canon is not None and self.is_swiglu and _can_fuse(canon, canon_mask, past_key_values, x):
-            # training: Canon-D and SwiGLU fused (recomputed in backward), fed by one GEMM for [gate | up]
-            gate_up = _project_concat(x, self.gate_proj, self.up_proj)
-            return self.down_proj(canon_swiglu(gate_up, canon.weight[:, 0, :], canon.residual))
-        gate, up = self.gate_proj(x), self.up_proj(x)
         if canon is None:
-            return self.down_proj(self.act_fn(gate) * up)
-        gate, up = _apply_canon(
-            canon, torch.cat((gate, up), dim=-1), "canonD", self.layer_idx, canon_mask, past_key_values
-        ).chunk(2, dim=-1)
+            return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+        if past_key_values is None:  # training-style call: [gate | up] from one GEMM
+            gate_up = _project_concat(x, self.gate_proj, self.up_proj)
+            if self.is_swiglu and _can_fuse(canon, canon_mask, past_key_values, x):
+                # Canon-D and SwiGLU fused, recomputed in backward
+                return self.down_proj(canon_swiglu(gate_up, canon.weight[:, 0, :], canon.residual))
+        else:  # decoding keeps two GEMMs rather than re-concatenating the weights for every token
+            gate_up = torch.cat((self.gate_proj(x), self.up_proj(x)), dim=-1)
+        gate, up = _apply_canon(canon, gate_up, "canonD", self.layer_idx, canon_mask, past_key_values).chunk(2, dim=-1)
         return self.down_proj(self.act_fn(gate) * up)
 
 
@@ -201,14 +201,22 @@ class LlamaCanonAttention(nn.Module):
         self, hidden_states, position_embeddings, attention_mask=None, canon_mask=None, past_key_values=None, **kwargs
     ):
         B, T, _ = hidden_states.shape
-        q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
-        if self.config.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
         if hasattr(self, "canonB"):
-            qkv = _apply_canon(
-                self.canonB, torch.cat((q, k, v), dim=-1), "canonB", self.layer_idx, canon_mask, past_key_values
-            )
+            if past_key_values is None and not self.config.qk_norm:
+                # training-style call: [q | k | v] straight from one GEMM (decoding would re-concatenate the weights
+                # for every token, so it keeps three)
+                qkv = _project_concat(hidden_states, self.q_proj, self.k_proj, self.v_proj)
+            else:
+                q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
+                if self.config.qk_norm:
+                    q, k = self.q_norm(q), self.k_norm(k)
+                qkv = torch.cat((q, k, v), dim=-1)
+            qkv = _apply_canon(self.canonB, qkv, "canonB", self.layer_idx, canon_mask, past_key_values)
             q, k, v = qkv.split(self.split_sizes, dim=-1)
+        else:
+            q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
+            if self.config.qk_norm:
+                q, k = self.q_norm(q), self.k_norm(k)
         q = q.reshape(B, T, -1, self.head_dim).transpose(1, 2)
         k = k.reshape(B, T, -1, self.head_dim).transpose(1, 2)
         v = v.reshape(B, T, -1, self.head_dim).transpose(1, 2)
