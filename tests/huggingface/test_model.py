@@ -191,14 +191,34 @@ def test_without_canon_equals_transformers_llama(make_model, tie):
         assert ours.lm_head.weight is ours.model.embed_tokens.weight
 
 
+def with_random_biases(model):
+    """Nonzero projection biases (the same for every call), so that their concatenation order is tested too."""
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("proj.bias"):
+                param.copy_(torch.randn(param.shape, generator=gen, dtype=param.dtype))
+    return model
+
+
 @pytest.mark.parametrize("canon_set", ["ABCD", "AC"])
 @pytest.mark.parametrize("activation", [False, True])
-def test_training_gradients_match_the_cached_path_and_checkpointing(make_model, canon_set, activation):
-    """The recomputing fusions (training, no cache) must give the gradients of the plain per-site path."""
+@pytest.mark.parametrize("qk_norm, bias", [(True, False), (False, True)], ids=["qk_norm", "bias"])
+def test_training_gradients_match_the_cached_path_and_checkpointing(make_model, canon_set, activation, qk_norm, bias):
+    """The training path (recomputing fusions, one GEMM for [q|k|v] and [gate|up]) must give the gradients of the
+    plain per-site path that decoding uses."""
     ids = torch.randint(3, 61, (2, 10))
     grads = {}
     for mode in ("fused", "plain", "checkpointed"):
-        model = make_model(canon_set=canon_set, canon_activation=activation, rope_dim=4, qk_norm=True).double()
+        model = make_model(
+            canon_set=canon_set,
+            canon_activation=activation,
+            rope_dim=4,
+            qk_norm=qk_norm,
+            attention_bias=bias,
+            mlp_bias=bias,
+        )
+        model = with_random_biases(model).double()
         if mode == "checkpointed":
             model.gradient_checkpointing_enable()
         model.train()
