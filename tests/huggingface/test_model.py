@@ -6,6 +6,8 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from huggingface import CanonCache, LlamaCanonForCausalLM, canon_helper
 
+from ..generation_oracles import check_left_padded_rows_equal_rows_run_alone, reference_beam_search
+
 # canon_set x kernel x {full, partial RoPE} x qk_norm; head_dim is 8, so rope_dim 4 is partial
 MATRIX = list(itertools.product(["", "A", "AC", "ABCD"], [2, 3, 4], [None, 4], [False, True]))
 MATRIX_IDS = [f"canon{c or '-'}-k{k}-rope{r or 'full'}-qk{int(q)}" for c, k, r, q in MATRIX]
@@ -82,35 +84,7 @@ def test_incremental_decoding_equals_full_forward(make_model, canon_set, kernel,
 @pytest.mark.parametrize("canon_set, kernel, rope_dim, qk_norm", MATRIX, ids=MATRIX_IDS)
 def test_left_padded_rows_equal_rows_run_alone(make_model, canon_set, kernel, rope_dim, qk_norm):
     model = matrix_model(make_model, canon_set, kernel, rope_dim, qk_norm)
-    rows = [torch.randint(3, 61, (n,)) for n in (9, 4, 6)]
-    width = max(len(r) for r in rows)
-    ids = torch.stack([torch.cat([torch.zeros(width - len(r), dtype=torch.long), r]) for r in rows])
-    mask = torch.stack([torch.arange(width) >= width - len(r) for r in rows]).long()
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    with torch.no_grad():
-        batched = model(ids, attention_mask=mask, position_ids=positions).logits
-        generated = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False, eos_token_id=None)
-        for i, row in enumerate(rows):
-            alone = model(row[None]).logits[0]
-            torch.testing.assert_close(batched[i, width - len(row) :], alone, rtol=1e-4, atol=1e-4)
-            alone_generated = model.generate(row[None], max_new_tokens=5, do_sample=False, eos_token_id=None)[0]
-            assert generated[i, width - len(row) :].tolist() == alone_generated.tolist()
-
-
-def reference_beam_search(model, prompt, num_beams, steps):
-    """Cache-free beam search: every step re-runs the full sequence; keeps the num_beams best sums of log-probs."""
-    beams = [(prompt.tolist(), 0.0)]
-    for _ in range(steps):
-        candidates = []
-        for tokens, score in beams:
-            with torch.no_grad():
-                logits = model(torch.tensor([tokens]), use_cache=False).logits[0, -1]
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            top = logprobs.topk(num_beams)
-            pairs = zip(top.values.tolist(), top.indices.tolist(), strict=True)
-            candidates += [(tokens + [t], score + lp) for lp, t in pairs]
-        beams = sorted(candidates, key=lambda c: -c[1])[:num_beams]
-    return beams[0][0]
+    check_left_padded_rows_equal_rows_run_alone(model, 61, position_ids=lambda mask: (mask.cumsum(-1) - 1).clamp(min=0))
 
 
 @pytest.mark.parametrize("canon_set, kernel, rope_dim, qk_norm", MATRIX, ids=MATRIX_IDS)

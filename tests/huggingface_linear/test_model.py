@@ -8,6 +8,7 @@ import torch
 
 from huggingface_linear import LinearCanonCache
 
+from ..generation_oracles import check_left_padded_rows_equal_rows_run_alone, reference_beam_search
 from .conftest import ARCHS, VOCAB
 
 CANON_SETS = ["", "bb", "A", "AbbCD", "ABCD", "bB"]
@@ -80,36 +81,7 @@ def test_layer_zero_canon_a_state_survives_the_prefill(make_model):
 
 @pytest.mark.parametrize("arch, canon_set", [(a, c) for a in ARCHS for c in ("AbbCD", "ABCD")])
 def test_left_padded_rows_equal_rows_run_alone(make_model, arch, canon_set):
-    model = make_model(arch, canon_set)
-    rows = [torch.randint(3, VOCAB, (n,)) for n in (9, 4, 6)]
-    width = max(len(r) for r in rows)
-    ids = torch.stack([torch.cat([torch.zeros(width - len(r), dtype=torch.long), r]) for r in rows])
-    mask = torch.stack([torch.arange(width) >= width - len(r) for r in rows]).long()
-    kwargs = dict(max_new_tokens=5, do_sample=False, eos_token_id=None, pad_token_id=0)
-    with torch.no_grad():
-        batched = model(ids, attention_mask=mask).logits
-        generated = model.generate(ids, attention_mask=mask, **kwargs)
-        for i, row in enumerate(rows):
-            alone = model(row[None]).logits[0]
-            torch.testing.assert_close(batched[i, width - len(row) :], alone, rtol=1e-4, atol=1e-4)
-            alone_generated = model.generate(row[None], **kwargs)[0]
-            assert generated[i, width - len(row) :].tolist() == alone_generated.tolist()
-
-
-def reference_beam_search(model, prompt, num_beams, steps):
-    """Cache-free beam search: every step re-runs the full sequence; keeps the num_beams best sums of log-probs."""
-    beams = [(prompt.tolist(), 0.0)]
-    for _ in range(steps):
-        candidates = []
-        for tokens, score in beams:
-            with torch.no_grad():
-                logits = model(torch.tensor([tokens]), use_cache=False).logits[0, -1]
-            top = torch.log_softmax(logits.float(), dim=-1).topk(num_beams)
-            candidates += [
-                (tokens + [t], score + lp) for lp, t in zip(top.values.tolist(), top.indices.tolist(), strict=True)
-            ]
-        beams = sorted(candidates, key=lambda c: -c[1])[:num_beams]
-    return beams[0][0]
+    check_left_padded_rows_equal_rows_run_alone(make_model(arch, canon_set), VOCAB)
 
 
 @pytest.mark.parametrize("arch, canon_set", [(a, c) for a in ARCHS for c in ("AbbCD", "ABCD")])
