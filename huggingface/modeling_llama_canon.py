@@ -201,22 +201,20 @@ class LlamaCanonAttention(nn.Module):
         self, hidden_states, position_embeddings, attention_mask=None, canon_mask=None, past_key_values=None, **kwargs
     ):
         B, T, _ = hidden_states.shape
-        if hasattr(self, "canonB"):
-            if past_key_values is None and not self.config.qk_norm:
-                # training-style call: [q | k | v] straight from one GEMM (decoding would re-concatenate the weights
-                # for every token, so it keeps three)
-                qkv = _project_concat(hidden_states, self.q_proj, self.k_proj, self.v_proj)
-            else:
-                q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
-                if self.config.qk_norm:
-                    q, k = self.q_norm(q), self.k_norm(k)
-                qkv = torch.cat((q, k, v), dim=-1)
-            qkv = _apply_canon(self.canonB, qkv, "canonB", self.layer_idx, canon_mask, past_key_values)
-            q, k, v = qkv.split(self.split_sizes, dim=-1)
+        canon = getattr(self, "canonB", None)
+        if canon is not None and past_key_values is None and not self.config.qk_norm:
+            # training-style call: [q | k | v] straight from one GEMM (decoding would re-concatenate the weights for
+            # every token, so it keeps three)
+            qkv = _project_concat(hidden_states, self.q_proj, self.k_proj, self.v_proj)
         else:
             q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
             if self.config.qk_norm:
                 q, k = self.q_norm(q), self.k_norm(k)
+            if canon is not None:
+                qkv = torch.cat((q, k, v), dim=-1)
+        if canon is not None:
+            qkv = _apply_canon(canon, qkv, "canonB", self.layer_idx, canon_mask, past_key_values)
+            q, k, v = qkv.split(self.split_sizes, dim=-1)
         q = q.reshape(B, T, -1, self.head_dim).transpose(1, 2)
         k = k.reshape(B, T, -1, self.head_dim).transpose(1, 2)
         v = v.reshape(B, T, -1, self.head_dim).transpose(1, 2)
