@@ -18,15 +18,15 @@ def reference_beam_search(model, prompt, num_beams, steps):
     return beams[0][0]
 
 
-def check_left_padded_rows_equal_rows_run_alone(model, vocab, **forward_kwargs):
+def check_left_padded_rows_equal_rows_run_alone(model, vocab, pass_position_ids=False):
     """Three rows of different lengths, left-padded into one batch: each row's logits and greedy continuation equal
-    those of the row run alone. forward_kwargs go to the batched forward (e.g. position_ids=...): a callable value is
-    called with the attention mask first."""
+    those of the row run alone. pass_position_ids: the batched forward also gets positions counted from each row's
+    first token."""
     rows = [torch.randint(3, vocab, (n,)) for n in (9, 4, 6)]
     width = max(len(r) for r in rows)
     ids = torch.stack([torch.cat([torch.zeros(width - len(r), dtype=torch.long), r]) for r in rows])
     mask = torch.stack([torch.arange(width) >= width - len(r) for r in rows]).long()
-    extra = {key: value(mask) if callable(value) else value for key, value in forward_kwargs.items()}
+    extra = dict(position_ids=(mask.cumsum(-1) - 1).clamp(min=0)) if pass_position_ids else {}
     generation = dict(max_new_tokens=5, do_sample=False, eos_token_id=None, pad_token_id=0)
     with torch.no_grad():
         batched = model(ids, attention_mask=mask, **extra).logits

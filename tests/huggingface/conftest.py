@@ -31,11 +31,13 @@ def tiny_model(seed=0, attn_implementation="sdpa", **overrides):
     config = tiny_config(**overrides)
     config._attn_implementation = attn_implementation
     model = LlamaCanonForCausalLM(config).eval()
-    # norms start at 1; perturb them so tests also see the norm weights (and their layout) at work
+    # norms start at 1 and biases at 0; perturb them so tests also see their values (and their layout) at work
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "norm" in name:
                 param.add_(0.1 * torch.randn_like(param))
+            elif name.endswith("proj.bias"):
+                param.copy_(torch.randn_like(param))
     return model
 
 
