@@ -37,7 +37,8 @@ def resolve(generator: str, preset: str, split: str):
         raise ValueError(f"unknown generator {generator!r}; expected one of {sorted(GENERATORS)}")
     spec = GENERATORS[generator]
     if preset not in spec.presets:
-        raise ValueError(f"unknown {generator} preset {preset!r}; expected one of {sorted(spec.presets)}")
+        expected = getattr(spec.presets, "help", None) or f"one of {sorted(spec.presets)}"
+        raise ValueError(f"unknown {generator} preset {preset!r}; expected {expected}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     params = spec.presets[preset]

@@ -218,27 +218,28 @@ def save_grammar(grammar: Grammar, path: str) -> None:
 
 
 @cache
-def _shipped(name: str) -> Grammar:
-    with open(os.path.join(CONFIG_DIR, f"{name}.json")) as f:
-        return grammar_from_config(json.load(f))
+def _from_file(path: str, modified: int) -> Grammar:
+    """The grammar of a JSON file, read once per (path, modification time): sampling asks for it on every sample."""
+    with open(path) as f:
+        try:
+            config = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"Lano grammar file {path} is not valid JSON ({error})") from None
+    return grammar_from_config(config)
 
 
 def load_grammar(source) -> Grammar:
-    """A Grammar from a shipped config name ("cfg3f"), a path to a reference-format JSON file, or a config dict."""
+    """A Grammar from a shipped config name ("cfg3f", "gen3f"), a path to a reference-format JSON file, or a config
+    dict."""
     if isinstance(source, Grammar):
         return source
     if isinstance(source, dict):
         return grammar_from_config(source)
-    if source in SHIPPED:
-        return _shipped(source)
-    if not os.path.isfile(source):
-        raise ValueError(f"Lano grammar {source!r} is neither a shipped config {sorted(SHIPPED)} nor a JSON file")
-    with open(source) as f:
-        try:
-            config = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"Lano grammar file {source} is not valid JSON ({error})") from None
-    return grammar_from_config(config)
+    path = os.path.join(CONFIG_DIR, f"{source}.json") if source in SHIPPED else source
+    if not isinstance(source, str) or not os.path.isfile(path):
+        raise ValueError(f"Lano grammar {source!r} is neither a shipped config ({', '.join(SHIPPED)}) nor a JSON file")
+    path = os.path.realpath(path)
+    return _from_file(path, os.stat(path).st_mtime_ns)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -361,29 +362,50 @@ def build_grammar(
     return Grammar(tuple(tuple(level) for level in ids), rules, config)
 
 
-# The shipped configs: our own grammars with the parameters of the reference's configs (spec §5.3): rule lengths
-# 2-3, no duplicate rules on a level (cfg3b: no repeated child in a rule either), the reference's level sizes and
-# rules-per-symbol range. Each seed is the first one >= 0 (find_seed) whose grammar has the reference config's total
-# number of rules and its number of length-3 rules (up to 1% of the rules: exact below 100 rules), an expected
-# string length within 5% of the reference's measured mean, every terminal in use and at most 5% of the symbols
-# below the root unused (none for the 3-symbols-per-level configs).
-SHIPPED = {
-    # name: (level sizes root first, rules per symbol min, max, disallow_duplicate_sym, rules of length 2 and 3,
-    #        reference mean string length, seed)
-    "cfg3b": ([1, 3, 3, 3, 3, 3, 3], 2, 2, True, (11, 21), 274, 4658),
-    "cfg3i": ([1, 3, 3, 3, 3, 3, 3], 2, 2, False, (15, 17), 310, 219),
-    "cfg3h": ([1, 3, 3, 3, 3, 3, 3], 2, 3, False, (20, 19), 238, 720),
-    "cfg3g": ([1, 3, 3, 3, 3, 3, 3], 3, 3, False, (25, 23), 254, 29),
-    "cfg3f": ([1, 3, 3, 3, 3, 3, 3], 3, 4, False, (26, 28), 250, 237),
-    "cfg3e1": ([1, 3, 9, 27, 81, 27, 9], 3, 3, False, (234, 210), 198, 574),
-    "cfg3e2": ([1, 3, 9, 27, 27, 9, 4], 3, 3, False, (114, 114), 247, 13),
-    "cfg3j": ([1, 3, 3, 3, 3, 3, 3, 3], 3, 3, False, (30, 27), 546, 108),
-    "cfg3k": ([1, 3, 3, 3, 3, 3, 3, 3], 3, 4, False, (33, 35), 518, 1484),
+# The paper's nine grammars (Part 1; used again as Lano in Part 4.1), shipped byte for byte as published with the
+# original PhysicsLM4 code: rules are facts of the paper, and these files are the only way to train on exactly them.
+PAPER_SOURCE = (
+    "github.com/facebookresearch/PhysicsLM4, data-synthetic-pretrain/Lano-cfg/configs/<name>.json at commit "
+    "75806965208c55e9f7f2e2363d3793d2da75d2e4"
+)
+PAPER = {
+    # name: sha256 of the shipped file (a test holds the files to these digests)
+    "cfg3b": "9b65f447aed2ef8b50f0dcfa1ae5b03a3e055c36aff8ca732cef25ecf67f62c1",
+    "cfg3i": "adf76bd595165fafcd12ccd3f91d60b972bfb202aa001997b57fdfd39e06cbef",
+    "cfg3h": "e29f099b103523476aa4f54073e38de6f69419bc95d4cd74b8b61f737aa7395c",
+    "cfg3g": "09ecca29c87f3c0b692cddff34f3bd6b362df695b97f71528db212ad37a908ce",
+    "cfg3f": "37f177af07ac2123bc0726d0ac293c110712082a3f529c246e1155a737b66e8a",
+    "cfg3e1": "decc59267af9231a2c00a34c68b5e0eaf252935124cd83ae74c7a66b0d614770",
+    "cfg3e2": "cca4d0dc7aa9c665284d8d179e310d55353e0049c635b59c0a1ac155f03bc3c2",
+    "cfg3j": "ec602e7e4df36e036856c2ac2a06853b4099637baffe436c17a5e28f6f9bd781",
+    "cfg3k": "943d3c28b9d359cb37812a308b1546e703fe61baf1a0388b98e47f831f3782a3",
 }
+
+# Our own random grammars with the parameters of the paper's (named gen<X> after the paper's cfg<X>, so that no one
+# takes them for the paper's): rule lengths 2-3, no duplicate rules on a level (gen3b: no repeated child in a rule
+# either), the paper's level sizes and rules-per-symbol range. Each seed is the first one >= 0 (find_seed) whose
+# grammar has the paper grammar's total number of rules and its number of length-3 rules (up to 1% of the rules:
+# exact below 100 rules), an expected string length within 5% of the paper grammar's measured mean, every terminal in
+# use and at most 5% of the symbols below the root unused (none for the 3-symbols-per-level configs).
+GENERATED = {
+    # name: (level sizes root first, rules per symbol min, max, disallow_duplicate_sym, rules of length 2 and 3,
+    #        the paper grammar's mean string length, seed)
+    "gen3b": ([1, 3, 3, 3, 3, 3, 3], 2, 2, True, (11, 21), 274, 4658),
+    "gen3i": ([1, 3, 3, 3, 3, 3, 3], 2, 2, False, (15, 17), 310, 219),
+    "gen3h": ([1, 3, 3, 3, 3, 3, 3], 2, 3, False, (20, 19), 238, 720),
+    "gen3g": ([1, 3, 3, 3, 3, 3, 3], 3, 3, False, (25, 23), 254, 29),
+    "gen3f": ([1, 3, 3, 3, 3, 3, 3], 3, 4, False, (26, 28), 250, 237),
+    "gen3e1": ([1, 3, 9, 27, 81, 27, 9], 3, 3, False, (234, 210), 198, 574),
+    "gen3e2": ([1, 3, 9, 27, 27, 9, 4], 3, 3, False, (114, 114), 247, 13),
+    "gen3j": ([1, 3, 3, 3, 3, 3, 3, 3], 3, 3, False, (30, 27), 546, 108),
+    "gen3k": ([1, 3, 3, 3, 3, 3, 3, 3], 3, 4, False, (33, 35), 518, 1484),
+}
+SHIPPED = (*PAPER, *GENERATED)  # every config under lano_configs/, by name
 
 
 def build_shipped(name: str, seed: int | None = None) -> Grammar:
-    sizes, deg_min, deg_max, no_dup_sym, _, _, documented = SHIPPED[name]
+    """The generated config `name` (a key of GENERATED), rebuilt from its documented seed or from `seed`."""
+    sizes, deg_min, deg_max, no_dup_sym, _, _, documented = GENERATED[name]
     uniform = len(set(sizes[1:])) == 1
     return build_grammar(
         documented if seed is None else seed,
@@ -409,8 +431,8 @@ def expected_length(grammar: Grammar) -> float:
 
 
 def meets_recipe(name: str, grammar: Grammar) -> bool:
-    """The seed criterion of the shipped configs (see SHIPPED)."""
-    _, _, _, _, mix, mean_length, _ = SHIPPED[name]
+    """The seed criterion of the generated configs (see GENERATED)."""
+    _, _, _, _, mix, mean_length, _ = GENERATED[name]
     lengths = [len(rule) for rules in grammar.rules.values() for rule in rules]
     if len(lengths) != sum(mix) or abs(lengths.count(3) - mix[1]) > len(lengths) // 100:
         return False
@@ -508,24 +530,26 @@ def check_tree(grammar: Grammar, rows, string) -> str | None:
 
 @dataclass(frozen=True)
 class LanoParams:
-    cfg: str  # a shipped config name
+    cfg: str  # a shipped config name, or the path of a reference-format JSON file
     tree: bool = False  # also store the parse tree under meta["tree"]
 
     def check(self):
-        if self.cfg not in SHIPPED:
-            raise ValueError(f"Lano cfg {self.cfg!r}; expected one of {sorted(SHIPPED)}")
         load_grammar(self.cfg)
 
 
 class LanoPresets(Mapping):
-    """Preset names: a shipped config name, optionally with "-tree" to store the parse tree. Iterating lists the
-    plain names."""
+    """Preset names: a shipped config name (the paper's cfg3b ... cfg3k, or our generated gen3b ... gen3k) or the
+    path of a reference-format JSON grammar, optionally followed by "-tree" to store the parse tree. Iterating lists
+    the shipped names."""
 
-    help = f"{'|'.join(SHIPPED)}, optionally with -tree (store the parse tree), e.g. cfg3f or cfg3k-tree"
+    help = (
+        f"a shipped grammar ({', '.join(SHIPPED)}; cfg* are the paper's, gen* ours) or a reference-format JSON "
+        "file, optionally with -tree (store the parse tree), e.g. cfg3f, cfg3k-tree or my_grammar.json"
+    )
 
     def __getitem__(self, name: str) -> LanoParams:
         cfg = name.removesuffix("-tree") if isinstance(name, str) else None
-        if cfg not in SHIPPED:
+        if cfg not in SHIPPED and not (cfg and os.path.isfile(cfg)):
             raise KeyError(name)
         return LanoParams(cfg, tree=name.endswith("-tree"))
 

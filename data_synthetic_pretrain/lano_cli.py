@@ -6,7 +6,7 @@ python -m data_synthetic_pretrain lano-cfg parse cfg3f data/lano/cfg3f_train.chu
 python -m data_synthetic_pretrain lano-cfg nextprob cfg3f --tokens "3 1 2 ..."
 python -m data_synthetic_pretrain lano-cfg stats cfg3f --tokens "3 1 2 ..."
 python -m data_synthetic_pretrain lano-cfg new --seed 0 --depth 5 --num-sym 3 --num-sym-mode 2 --out my_cfg.json
-python -m data_synthetic_pretrain lano-cfg configs --check
+python -m data_synthetic_pretrain lano-cfg configs --check     # our generated gen3* configs
 """
 
 import json
@@ -18,6 +18,7 @@ from tqdm import tqdm
 from .common import BOS
 from .lano import (
     CONFIG_DIR,
+    GENERATED,
     SHIPPED,
     atomic_output,
     build_grammar,
@@ -47,7 +48,7 @@ def add_commands(commands) -> None:
         if name == "parse":
             command.add_argument("--tree", action="store_true", help="include one parse tree (seq_tree rows)")
             command.add_argument("--no-count", action="store_true", help="skip counting the parses")
-    new = sub.add_parser("new", help="build a random grammar (spec §5.6) and write its JSON config")
+    new = sub.add_parser("new", help="build a random layered grammar and write its JSON config")
     new.add_argument("--seed", type=int, required=True)
     new.add_argument("--depth", type=int, default=7)
     new.add_argument("--num-sym", type=int, default=30, help="number of terminals")
@@ -61,7 +62,7 @@ def add_commands(commands) -> None:
     new.add_argument("--no-dup-seq", action="store_true", help="no two equal rules on a level")
     new.add_argument("--add-len-one", action="store_true", help="one unit rule on the first symbol of each level")
     new.add_argument("--out", required=True, help="the .json file to write (never overwritten)")
-    configs = sub.add_parser("configs", help="rebuild the shipped configs from their documented seeds")
+    configs = sub.add_parser("configs", help="rebuild our generated configs (gen3b ... gen3k) from their seeds")
     action = configs.add_mutually_exclusive_group(required=True)
     action.add_argument("--check", action="store_true", help="compare with the shipped files byte for byte")
     action.add_argument("--out", help="write the configs into this folder")
@@ -151,17 +152,17 @@ def _new(args) -> int:
 def _configs(args) -> int:
     if args.check:
         stale = []
-        for name in SHIPPED:
+        for name in GENERATED:
             with open(os.path.join(CONFIG_DIR, f"{name}.json")) as f:
                 if f.read() != config_text(build_shipped(name)):
                     stale.append(name)
-        print(f"differ: {', '.join(stale)}" if stale else f"all {len(SHIPPED)} configs regenerate byte for byte")
+        print(f"differ: {', '.join(stale)}" if stale else f"all {len(GENERATED)} configs regenerate byte for byte")
         return 1 if stale else 0
-    existing = [name for name in SHIPPED if os.path.exists(os.path.join(args.out, f"{name}.json"))]
+    existing = [name for name in GENERATED if os.path.exists(os.path.join(args.out, f"{name}.json"))]
     if existing:
         raise FileExistsError(f"{os.path.join(args.out, existing[0])}.json already exists; choose another --out")
     os.makedirs(args.out, exist_ok=True)
-    for name in SHIPPED:
+    for name in GENERATED:
         save_grammar(build_shipped(name), os.path.join(args.out, f"{name}.json"))
-    print(f"wrote {len(SHIPPED)} configs to {args.out}")
+    print(f"wrote {len(GENERATED)} configs to {args.out}")
     return 0

@@ -10,6 +10,12 @@ from tqdm import tqdm
 from .generators import resolve, sample_line
 
 
+def dataset_name(preset: str, split: str) -> str:
+    """The file-name stem of a dataset: `<preset>_<split>`; a preset that is a file path (a Lano grammar JSON)
+    contributes its file name without folders and without ".json"."""
+    return f"{os.path.basename(preset).replace('.json', '')}_{split}"
+
+
 def shard_paths(out: str, name: str, shards: int) -> list[str]:
     return [os.path.join(out, f"{name}.chunk.{j:02d}.jsonl") for j in range(shards)]
 
@@ -23,8 +29,9 @@ def _lines(generator, preset, split, seed, indices: range) -> str:
 
 
 def write_dataset(generator, preset, split, num, seed, out, shards=1, workers=1, progress=True) -> list[str]:
-    """Write `num` samples into `shards` files `out/<preset>_<split>.chunk.<NN>.jsonl` (shard j holds a contiguous
-    index range). Bytes depend only on the arguments that define the data, never on `workers`.
+    """Write `num` samples into `shards` files `out/<name>.chunk.<NN>.jsonl`, name = `dataset_name(preset, split)`
+    (shard j holds a contiguous index range). Bytes depend only on the arguments that define the data, never on
+    `workers`.
 
     Every check happens before anything is written; files are written under temporary names and renamed at the
     end, so a failed run leaves nothing behind and existing files are never overwritten.
@@ -36,7 +43,7 @@ def write_dataset(generator, preset, split, num, seed, out, shards=1, workers=1,
         raise ValueError(f"--shards {shards}; expected 1..min(num, 100) = {min(num, 100)}")
     if workers < 1:
         raise ValueError(f"--workers {workers}; expected at least 1")
-    paths = shard_paths(out, f"{preset}_{split}", shards)
+    paths = shard_paths(out, dataset_name(preset, split), shards)
     existing = [p for p in paths if os.path.exists(p)]
     if existing:
         raise FileExistsError(f"{existing[0]} already exists; choose another --out or remove it")

@@ -1,3 +1,4 @@
+import hashlib
 import itertools
 import json
 import os
@@ -13,11 +14,13 @@ from data_synthetic_pretrain import GENERATORS, make_sample, write_dataset
 from data_synthetic_pretrain.common import BOS
 from data_synthetic_pretrain.lano import (
     CONFIG_DIR,
+    PAPER,
     build_grammar,
     build_shipped,
     check_tree,
     config_text,
     derive,
+    expected_length,
     find_seed,
     grammar_from_config,
     grammar_to_config,
@@ -132,23 +135,32 @@ def test_malformed_configs_are_refused(change, error):
         grammar_from_config(config)
 
 
-SPEC_TABLE = {  # spec §5.3: level sizes, rules per symbol, total rules, disallow_duplicate_sym
-    "cfg3b": ([1, 3, 3, 3, 3, 3, 3], (2, 2), 32, True),
-    "cfg3i": ([1, 3, 3, 3, 3, 3, 3], (2, 2), 32, False),
-    "cfg3h": ([1, 3, 3, 3, 3, 3, 3], (2, 3), 39, False),
-    "cfg3g": ([1, 3, 3, 3, 3, 3, 3], (3, 3), 48, False),
-    "cfg3f": ([1, 3, 3, 3, 3, 3, 3], (3, 4), 54, False),
-    "cfg3e1": ([1, 3, 9, 27, 81, 27, 9], (3, 3), 444, False),
-    "cfg3e2": ([1, 3, 9, 27, 27, 9, 4], (3, 3), 228, False),
-    "cfg3j": ([1, 3, 3, 3, 3, 3, 3, 3], (3, 3), 57, False),
-    "cfg3k": ([1, 3, 3, 3, 3, 3, 3, 3], (3, 4), 68, False),
+# The paper's grammars, as measured with the original loader: level sizes, rules per symbol, total rules, rules of
+# length 2 and 3, string length mean (min, max) over 3000 samples, disallow_duplicate_sym
+PAPER_TABLE = {
+    "cfg3b": ([1, 3, 3, 3, 3, 3, 3], (2, 2), 32, (11, 21), (274, 165, 375), True),
+    "cfg3i": ([1, 3, 3, 3, 3, 3, 3], (2, 2), 32, (15, 17), (310, 189, 454), False),
+    "cfg3h": ([1, 3, 3, 3, 3, 3, 3], (2, 3), 39, (20, 19), (238, 144, 344), False),
+    "cfg3g": ([1, 3, 3, 3, 3, 3, 3], (3, 3), 48, (25, 23), (254, 115, 411), False),
+    "cfg3f": ([1, 3, 3, 3, 3, 3, 3], (3, 4), 54, (26, 28), (250, 117, 459), False),
+    "cfg3e1": ([1, 3, 9, 27, 81, 27, 9], (3, 3), 444, (234, 210), (198, 98, 328), False),
+    "cfg3e2": ([1, 3, 9, 27, 27, 9, 4], (3, 3), 228, (114, 114), (247, 117, 402), False),
+    "cfg3j": ([1, 3, 3, 3, 3, 3, 3, 3], (3, 3), 57, (30, 27), (546, 257, 947), False),
+    "cfg3k": ([1, 3, 3, 3, 3, 3, 3, 3], (3, 4), 68, (33, 35), (518, 275, 827), False),
 }
+RULES_PER_LEVEL = {"cfg3f": [4, 10, 10, 11, 9, 10], "cfg3k": [3, 11, 12, 10, 10, 11, 11]}
 
 
-@pytest.mark.parametrize("name", sorted(SPEC_TABLE))
-def test_shipped_configs_have_the_spec_parameters_and_regenerate_byte_for_byte(name):
-    sizes, (deg_min, deg_max), total, no_dup_sym = SPEC_TABLE[name]
-    grammar = load_grammar(name)
+def length_range(grammar):
+    """The shortest and the longest string the grammar derives (bottom-up over the levels)."""
+    low = high = dict.fromkeys(grammar.terminals, 1)
+    for level in reversed(grammar.levels[:-1]):
+        low = low | {s: min(sum(low[c] for c in rule) for rule in grammar.rules[s]) for s in level}
+        high = high | {s: max(sum(high[c] for c in rule) for rule in grammar.rules[s]) for s in level}
+    return low[grammar.root], high[grammar.root]
+
+
+def check_layered(grammar, sizes, deg_min, deg_max, total, no_dup_sym):
     assert [len(level) for level in grammar.levels] == sizes
     assert grammar.levels[-1] == tuple(range(1, sizes[-1] + 1)) and grammar.root == sum(sizes) + 3
     assert all(deg_min <= len(grammar.rules[s]) <= deg_max for level in grammar.levels[:-1] for s in level)
@@ -158,11 +170,65 @@ def test_shipped_configs_have_the_spec_parameters_and_regenerate_byte_for_byte(n
         assert len(set(rules)) == len(rules) and all(2 <= len(r) <= 3 for r in rules)
         assert all(c in grammar.levels[a + 1] for r in rules for c in r)
         assert not no_dup_sym or all(len(set(r)) == len(r) for r in rules)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_TABLE))
+def test_the_papers_grammars_are_shipped_with_their_published_statistics(name):
+    sizes, (deg_min, deg_max), total, mix, (mean, shortest, longest), no_dup_sym = PAPER_TABLE[name]
+    with open(os.path.join(CONFIG_DIR, f"{name}.json"), "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == PAPER[name]  # the published file, byte for byte
+    grammar = load_grammar(name)
+    check_layered(grammar, sizes, deg_min, deg_max, total, no_dup_sym)
+    lengths = [len(rule) for rules in grammar.rules.values() for rule in rules]
+    assert (lengths.count(2), lengths.count(3)) == mix
+    if name in RULES_PER_LEVEL:
+        assert [sum(len(grammar.rules[s]) for s in level) for level in grammar.levels[:-1]] == RULES_PER_LEVEL[name]
+    if name == "cfg3k":
+        assert [len(rule) for rule in grammar.rules[grammar.root]] == [2, 2, 2]
+    assert abs(expected_length(grammar) / mean - 1) < 0.015
+    rng = random.Random(0)
+    sampled = [len(derive(grammar, rng)[0]) for _ in range(3000)]
+    assert abs(sum(sampled) / len(sampled) / mean - 1) < 0.03
+    low, high = length_range(grammar)
+    assert low <= shortest and longest <= high  # the published extremes are derivable
+
+
+def test_strings_of_the_papers_cfg3f_pass_our_cyk_check_and_corrupted_ones_fail():
+    grammar = load_grammar("cfg3f")
+    rng = random.Random(5)
+    for _ in range(4):
+        string = derive(grammar, rng)[0]
+        assert is_member(grammar, string)
+        corrupted = [*string[:9], string[9] % 3 + 1, *string[10:]]
+        assert not is_member(grammar, corrupted)
+        assert not is_member(grammar, string[:-1])
+
+
+GENERATED_TABLE = {  # our grammars with the parameters of the paper's: level sizes, rules per symbol, total rules
+    "gen3b": ([1, 3, 3, 3, 3, 3, 3], (2, 2), 32, True),
+    "gen3i": ([1, 3, 3, 3, 3, 3, 3], (2, 2), 32, False),
+    "gen3h": ([1, 3, 3, 3, 3, 3, 3], (2, 3), 39, False),
+    "gen3g": ([1, 3, 3, 3, 3, 3, 3], (3, 3), 48, False),
+    "gen3f": ([1, 3, 3, 3, 3, 3, 3], (3, 4), 54, False),
+    "gen3e1": ([1, 3, 9, 27, 81, 27, 9], (3, 3), 444, False),
+    "gen3e2": ([1, 3, 9, 27, 27, 9, 4], (3, 3), 228, False),
+    "gen3j": ([1, 3, 3, 3, 3, 3, 3, 3], (3, 3), 57, False),
+    "gen3k": ([1, 3, 3, 3, 3, 3, 3, 3], (3, 4), 68, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED_TABLE))
+def test_generated_configs_have_the_papers_parameters_and_regenerate_byte_for_byte(name):
+    sizes, (deg_min, deg_max), total, no_dup_sym = GENERATED_TABLE[name]
+    grammar = load_grammar(name)
+    check_layered(grammar, sizes, deg_min, deg_max, total, no_dup_sym)
     with open(os.path.join(CONFIG_DIR, f"{name}.json")) as f:
         assert f.read() == config_text(build_shipped(name))
     assert meets_recipe(name, grammar)
-    if name in ("cfg3g", "cfg3e2"):  # the documented seed is the first that meets the recipe (cheap ones here)
+    if name in ("gen3g", "gen3e2"):  # the documented seed is the first that meets the recipe (cheap ones here)
         assert find_seed(name) == grammar.config["seed"]
+    paper = load_grammar(name.replace("gen", "cfg"))
+    assert grammar.rules != paper.rules  # a different grammar under a different name
 
 
 def test_sampled_strings_are_members_with_valid_trees():
@@ -415,3 +481,24 @@ def test_cli(tmp_path):
     assert cli("lano-cfg", "configs", "--check").returncode == 0
     bad = cli("lano-cfg", "parse", "cfg3f", "--tokens", "1 2 x")
     assert bad.returncode == 2 and "space-separated integers" in bad.stderr
+
+
+def test_cli_takes_a_grammar_file_as_preset(tmp_path):
+    config = tmp_path / "grammars" / "tiny.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps(TINY))
+    out = tmp_path / "out"
+    for preset in (str(config), f"{config}-tree"):
+        made = subprocess.run([sys.executable, "-m", "data_synthetic_pretrain", "lano", "--preset", preset, "--num",
+                               "5", "--out", str(out)], cwd=REPO, capture_output=True, text=True)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+    strings = language(load_grammar(TINY))
+    for name in ("tiny_train", "tiny-tree_train"):
+        records = [json.loads(line) for line in open(out / f"{name}.chunk.00.jsonl")]
+        assert len(records) == 5 and all(tuple(r["tokens"][1:-1]) in strings for r in records)
+        assert all(r["meta"]["params"]["cfg"] == str(config) for r in records)
+        assert ("tree" in records[0]["meta"]) == name.startswith("tiny-tree")
+        assert all(GENERATORS["lano"].verify(r) is None for r in records)
+    missing = subprocess.run([sys.executable, "-m", "data_synthetic_pretrain", "lano", "--preset", "no/such.json",
+                              "--num", "1", "--out", str(out)], cwd=REPO, capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode == 2 and "reference-format JSON file" in missing.stderr
