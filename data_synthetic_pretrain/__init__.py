@@ -1,7 +1,8 @@
 """The synthetic pretraining playground (Depo, Brevo, Mano, Capo, Lano): generators, verifiers and one CLI."""
 
 from .brevo import BrevoParams, brevo_sample, verify_brevo
-from .capo import CapoParams, capo_sample, generate_bior, person, verify_capo
+from .capo import CapoParams, capo_sample, generate_bior, person
+from .capo_check import verify_capo
 from .depo import DepoParams, depo_sample, verify_depo
 from .generators import GENERATORS, make_sample
 from .lano import Grammar, LanoParams, build_grammar, derive, lano_sample, load_grammar, verify_lano

@@ -4,6 +4,7 @@ python -m data_synthetic_pretrain depo --preset depo1-375 --split train --num 10
 python -m data_synthetic_pretrain verify depo data/depo/*.jsonl
 python -m data_synthetic_pretrain capo --preset bioS-multi5-permute-N100k --num 500000 --out data/capo --shards 8
 python -m data_synthetic_pretrain capo-bior --model PATH --out bior.jsonl data/capo-prompts/*.jsonl
+python -m data_synthetic_pretrain capo-permute bior.jsonl --copies 5 --out bior-permuted.jsonl
 python -m data_synthetic_pretrain lano --preset cfg3f --split train --num 100000 --seed 0 --out data/lano
 python -m data_synthetic_pretrain lano-cfg parse cfg3f data/lano/cfg3f_train.chunk.00.jsonl  (also show, nextprob,
     stats, new, configs: see lano_cli.py)
@@ -15,19 +16,29 @@ import sys
 
 from . import lano_cli
 from .capo import write_bior
+from .capo_check import Statements
+from .capo_permute import ABBREVIATIONS, write_permuted
 from .generators import GENERATORS, SPLITS
 from .writer import write_dataset
 
 
 def verify_files(generator: str, files: list[str]) -> tuple[int, int]:
-    """(valid, invalid) sample counts; prints the first reasons for invalid samples."""
-    check = GENERATORS[generator].verify
+    """(valid, invalid) sample counts; prints the first reasons for invalid samples. For generators whose records
+    state facts about shared entities (Capo's people), every record must also agree with all records before it, in
+    all the files."""
+    spec = GENERATORS[generator]
+    across = Statements() if spec.statements else None
     valid = invalid = 0
     for path in files:
         with open(path) as f:
             for number, line in enumerate(f, 1):
                 try:
-                    reason = check(json.loads(line))
+                    if across is None:
+                        reason = spec.verify(json.loads(line))
+                    else:
+                        reason, key, facts = spec.statements(json.loads(line))
+                        if reason is None:
+                            reason = across.add(key, facts, f"{path}:{number}")
                 except (ValueError, KeyError, TypeError) as error:
                     reason = f"unreadable record ({error})"
                 if reason is None:
@@ -64,6 +75,19 @@ def main(argv=None) -> int:
     bior.add_argument("--temperature", type=float, default=0.7, help="0 decodes greedily")
     bior.add_argument("--seed", type=int, default=0)
     bior.add_argument("--trust-remote-code", action="store_true")
+    permute = commands.add_parser(
+        "capo-permute", help="permuted copies of Capo biographies (bioR written by capo-bior, or bioS)"
+    )
+    permute.add_argument("files", nargs="+", help="JSON Lines of Capo biography records")
+    permute.add_argument("--out", required=True, help="output .jsonl file (never overwritten)")
+    permute.add_argument("--copies", type=int, default=1, help="permuted copies per biography")
+    permute.add_argument("--seed", type=int, default=0)
+    permute.add_argument("--max-tries", type=int, default=1000, help="shuffles tried until the first sentence can "
+                         "name the person in full")  # fmt: skip
+    permute.add_argument("--on-failure", choices=("skip", "error"), default="skip",
+                         help="leave out texts that cannot be permuted, or stop without writing")  # fmt: skip
+    permute.add_argument("--abbreviations", default="", help="more comma-separated abbreviations whose periods do "
+                         "not end a sentence (added to the built-in list)")  # fmt: skip
     lano_cli.add_commands(commands)
     args = parser.parse_args(argv)
 
@@ -74,6 +98,14 @@ def main(argv=None) -> int:
             return 1 if invalid else 0
         if args.command == "lano-cfg":
             return lano_cli.run(args)
+        if args.command == "capo-permute":
+            extra = tuple(a.strip() for a in args.abbreviations.split(",") if a.strip())
+            written, failed = write_permuted(
+                args.files, args.out, args.on_failure, copies=args.copies, seed=args.seed, max_tries=args.max_tries,
+                abbreviations=ABBREVIATIONS + extra,
+            )  # fmt: skip
+            print(f"wrote {written} permuted biographies to {args.out}; {failed} could not be permuted")
+            return 0
         if args.command == "capo-bior":
             count = write_bior(
                 args.prompts, args.model, args.out, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,

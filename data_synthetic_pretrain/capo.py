@@ -150,6 +150,7 @@ class CapoParams:
     permute: bool = False  # bioS: sentences in random order (the full name goes to whichever comes first)
     fullname: bool = False  # bioS: every sentence names the person in full (no pronouns)
     mode: int = 0  # bioR: 0 plain instruction, 1 also asks for creativity and a varied sentence order
+    reverse_md: bool = False  # bioS: birth dates written "D of Month, YYYY" instead of "Month D, YYYY"
 
     def check(self):
         if self.kind not in KINDS:
@@ -165,22 +166,24 @@ class CapoParams:
 _PRESET = re.compile(
     r"(?:(?P<bioS>bioS)|(?P<qa>qa)|bioR(?P<mode>[01]))"
     r"(?:-(?P<count>single|multi(?P<bios>[1-9]\d*)))?(?P<permute>-permute)?(?P<fullname>-fullname)?"
+    r"(?P<reverse_md>-reverse-md)?"
     r"-N(?P<people>[1-9]\d*)(?P<unit>[kM]?)"
 )
 PRESET_EXAMPLES = (
     "bioS-single-N100k", "bioS-multi5-N100k", "bioS-multi5-permute-N100k", "bioS-multi5-fullname-N100k",
-    "bioS-multi5-permute-fullname-N100k", "qa-N100k", "bioR0-single-N100k", "bioR1-multi5-N100k",
+    "bioS-multi5-permute-fullname-N100k", "bioS-single-reverse-md-N100k", "qa-N100k", "bioR0-single-N100k",
+    "bioR1-multi5-N100k",
 )  # fmt: skip
 
 
 class CapoPresets(Mapping):
-    """Preset names: bioS-{single|multiM}[-permute][-fullname]-N<people>, qa-N<people>,
+    """Preset names: bioS-{single|multiM}[-permute][-fullname][-reverse-md]-N<people>, qa-N<people>,
     bioR{0|1}-{single|multiM}-N<people>; <people> is a count with an optional k (x1000) or M (x10^6) suffix.
     Iterating lists a few examples."""
 
     help = (
-        "bioS-{single|multiM}[-permute][-fullname]-N<people>, qa-N<people> or bioR{0|1}-{single|multiM}-N<people>, "
-        "<people> like 2500, 100k or 1M; e.g. bioS-multi5-permute-N100k"
+        "bioS-{single|multiM}[-permute][-fullname][-reverse-md]-N<people>, qa-N<people> or "
+        "bioR{0|1}-{single|multiM}-N<people>, <people> like 2500, 100k or 1M; e.g. bioS-multi5-permute-N100k"
     )
 
     def __getitem__(self, name: str) -> CapoParams:
@@ -189,14 +192,15 @@ class CapoPresets(Mapping):
             raise KeyError(name)
         g = match.groupdict()
         kind = "bioS" if g["bioS"] else "qa" if g["qa"] else "bioR"
-        augmented = g["permute"] or g["fullname"]
+        augmented = g["permute"] or g["fullname"] or g["reverse_md"]
         # QA takes no biography count; bioS and bioR need one; only bioS has the augmentations
         if (kind == "qa") == bool(g["count"]) or (kind != "bioS" and augmented):
             raise KeyError(name)
         people = int(g["people"]) * {"": 1, "k": 1000, "M": 1000_000}[g["unit"]]
         return CapoParams(
-            kind, people, int(g["bios"] or 1), bool(g["permute"]), bool(g["fullname"]), int(g["mode"] or 0)
-        )
+            kind, people, int(g["bios"] or 1), bool(g["permute"]), bool(g["fullname"]), int(g["mode"] or 0),
+            bool(g["reverse_md"]),
+        )  # fmt: skip
 
     def __iter__(self):
         return iter(PRESET_EXAMPLES)
@@ -235,10 +239,17 @@ _CANONICAL = tuple(range(len(ATTRIBUTES)))
 _ORDER_NAMES = {order: tuple(ATTRIBUTES[a] for a in order) for order in _ORDERS}
 
 
-def biography(who: Person, seed: int, number: int, permute: bool = False, fullname: bool = False):
+def reversed_date(who: Person) -> str:
+    """The birth date as "D of Month, YYYY" (the reverse_md format)."""
+    return f"{who.birth_day} of {who.birth_month}, {who.birth_year}"
+
+
+def biography(
+    who: Person, seed: int, number: int, permute: bool = False, fullname: bool = False, reverse_md: bool = False
+):
     """(text, order): biography `number` of `who`, one template drawn per attribute; `order` names the attribute of
     each sentence. The first sentence names the person in full, the others say He/She (or the full name with
-    `fullname`)."""
+    `fullname`). `reverse_md` writes the birth date as "D of Month, YYYY"."""
     h = _hash(_keys(seed).bioS, who.index, number)
     if permute:
         h, o = divmod(h, len(_ORDERS))
@@ -252,7 +263,8 @@ def biography(who: Person, seed: int, number: int, permute: bool = False, fullna
     for a in order[1:]:
         h, t = divmod(h, _SIZES[a])
         pieces.append(later[a][t])
-    return " ".join(pieces).format(who.name, *who[9:]), _ORDER_NAMES[order]
+    values = (reversed_date(who), *who[10:]) if reverse_md else who[9:]
+    return " ".join(pieces).format(who.name, *values), _ORDER_NAMES[order]
 
 
 _QUESTIONS = {a: _compile(QUESTIONS[a]) + " Answer:" for a in ATTRIBUTES}
@@ -322,99 +334,8 @@ def capo_sample(params: CapoParams, split: str, seed: int, index: int) -> dict:
     if params.kind == "bioR":
         text, meta["words"] = bior_prompt(who, seed, number, params.mode)
     else:
-        text, meta["order"] = biography(who, seed, number, params.permute, params.fullname)
+        text, meta["order"] = biography(who, seed, number, params.permute, params.fullname, params.reverse_md)
     return {"text": text, "meta": meta}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Verifier: re-derives the person and matches every sentence against the wording tables, without the writers above
-
-_TEMPLATE_SETS = {a: frozenset(BIO_TEMPLATES[a]) for a in ATTRIBUTES}
-
-
-def _sentence_attribute(sentence: str, subject: str, who: Person) -> str | None:
-    """The attribute whose template, filled with `subject` and the person's value, is exactly `sentence`."""
-    for attribute in ATTRIBUTES:
-        value = getattr(who, attribute)
-        if value not in sentence:
-            continue
-        skeleton = sentence.replace(value, "{v}", 1)
-        mid = subject.lower() if subject in ("He", "She") else subject
-        if skeleton.startswith(subject + " "):
-            skeleton = "{s}" + skeleton[len(subject) :]
-        else:
-            skeleton = skeleton.replace(f" {mid} ", " {s} ", 1)
-        if skeleton in _TEMPLATE_SETS[attribute]:
-            return attribute
-    return None
-
-
-def _verify_bio(text: str, who: Person, params: CapoParams, meta: dict) -> str | None:
-    if not text.endswith("."):
-        return "the biography does not end with a period"
-    sentences = [s + "." for s in text[:-1].split(". ")]
-    if len(sentences) != len(ATTRIBUTES):
-        return f"{len(sentences)} sentences; expected {len(ATTRIBUTES)}"
-    found = []
-    for position, sentence in enumerate(sentences):
-        subject = who.name if position == 0 or params.fullname else who.pronoun
-        attribute = _sentence_attribute(sentence, subject, who)
-        if attribute is None:
-            return f"sentence {position + 1} {sentence!r} is no template filled with {subject!r} and {who.name}'s facts"
-        found.append(attribute)
-    if sorted(found) != sorted(ATTRIBUTES):
-        return f"the sentences state {found}; expected each attribute once"
-    if not params.permute and found != list(ATTRIBUTES):
-        return f"sentence order {found} is not the fixed order {list(ATTRIBUTES)}"
-    if found != list(meta["order"]):
-        return f"meta order {meta['order']} does not match the text's {found}"
-    return None
-
-
-def _verify_qa(text: str, who: Person, meta: dict) -> str | None:
-    attribute = meta["attribute"]
-    expected = f"{QUESTIONS[attribute].format(s=who.name)} Answer: {getattr(who, attribute)}"
-    if text != expected or f"{meta['prompt']} {meta['answer']}" != text:
-        return f"QA text {text!r}; expected {expected!r}"
-    return None
-
-
-def _verify_bior(text: str, who: Person, params: CapoParams, meta: dict) -> str | None:
-    words = meta["words"]
-    instruction = BIOR_INSTRUCTIONS[params.mode].format(w=words, s=who.name)
-    if not BIOR_WORDS[0] <= words <= BIOR_WORDS[1] or not text.startswith(instruction + " "):
-        return f"the prompt does not start with the mode-{params.mode} instruction for {who.name}"
-    values = dict(zip(ATTRIBUTES, (getattr(who, a) for a in ATTRIBUTES), strict=True))
-    facts = text[len(instruction) + 1 :]
-    rendered = {p.format(**values): group for group, pool in BIOR_FACTS.items() for p in pool}
-    groups = [rendered.get(sentence + ".") for sentence in facts[:-1].split(". ")]
-    if None in groups or sorted(groups) != sorted(BIOR_FACTS):
-        return f"the facts {facts!r} are not one phrasing of each of {list(BIOR_FACTS)} for {who.name}"
-    return None
-
-
-def verify_capo(record: dict) -> str | None:
-    """None when the record is a correct Capo sample, else the reason."""
-    meta, text = record["meta"], record["text"]
-    if not isinstance(text, str):
-        return f"text is a {type(text).__name__}, not a string"
-    params = CapoParams(**meta["params"])
-    params.check()
-    index = meta["person"]
-    if not 0 <= index < params.people:
-        return f"person {index} is not among the preset's {params.people} people"
-    if params.kind == "qa" and index not in qa_people(params, meta["split"]):
-        return f"person {index} belongs to the other QA split"
-    who = person(meta["seed"], index)
-    if meta["name"] != who.name:
-        return f"meta name {meta['name']!r} but person {index} is {who.name!r}"
-    if params.kind == "qa":
-        return _verify_qa(text, who, meta)
-    if (meta["bio"] < params.bios) != (meta["split"] == "train"):
-        return f"biography number {meta['bio']} in the {meta['split']} split of a multi{params.bios} preset"
-    if params.kind == "bioR":
-        return _verify_bior(text, who, params, meta)
-    return _verify_bio(text, who, params, meta)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
 
-from . import brevo, capo, depo, lano, mano
+from . import brevo, capo, capo_check, depo, lano, mano
 from .common import sample_hash, sample_rng
 
 
@@ -18,13 +18,17 @@ class Generator:
     # (generator, preset, split, seed, index) -> the sample's randomness: a seeded random.Random, or for generators
     # with few draws per sample a blake2b state (seeding a Mersenne Twister costs about 5 us)
     randomness: Callable = sample_rng
+    # record -> (reason, key, facts): what a record states about an entity (key), for checks across records
+    statements: Callable | None = None
 
 
 GENERATORS = {
     "depo": Generator(depo.PRESETS, depo.depo_sample, depo.verify_depo),
     "brevo": Generator(brevo.PRESETS, brevo.brevo_sample, brevo.verify_brevo),
     "mano": Generator(mano.PRESETS, mano.mano_sample, mano.verify_mano, randomness=sample_hash),
-    "capo": Generator(capo.PRESETS, capo.capo_sample, capo.verify_capo, indexed=True),
+    "capo": Generator(
+        capo.PRESETS, capo.capo_sample, capo_check.verify_capo, indexed=True, statements=capo_check.statements
+    ),
     "lano": Generator(lano.PRESETS, lano.lano_sample, lano.verify_lano),
 }
 SPLITS = ("train", "test")

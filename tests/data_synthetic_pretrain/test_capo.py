@@ -5,11 +5,11 @@ from collections import Counter
 
 import pytest
 
-from data_synthetic_pretrain import capo, fields, make_sample, write_dataset
+from data_synthetic_pretrain import capo, capo_check, fields, make_sample, write_dataset
 from data_synthetic_pretrain.capo_templates import ATTRIBUTES, BIO_TEMPLATES, BIOR_FACTS, QUESTIONS
 
 PRONOUNS = re.compile(r"\b(he|she|him|his|her|hers|they|them|their)\b", re.IGNORECASE)
-verify = capo.verify_capo
+verify = capo_check.verify_capo
 
 
 def sample(preset, index, split="train", seed=0):
@@ -176,31 +176,76 @@ def test_bior_prompts_state_every_fact_once_in_varied_order():
     assert plain["text"].startswith("Please write a biography of about ") and "None" not in plain["text"]
 
 
-def test_verifier_accepts_generated_samples_and_rejects_corrupted_ones():
-    for preset in capo.PRESET_EXAMPLES:
-        for split in ("train", "test"):
-            for i in range(30):
-                assert verify(sample(preset.replace("N100k", "N300"), i, split)) is None
+def check_across(records) -> list:
+    """The reasons `verify capo` gives for each record, in order: alone, then against all records before it."""
+    statements, reasons = capo_check.Statements(), []
+    for i, record in enumerate(records):
+        reason, key, facts = capo_check.statements(record)
+        reasons.append(reason if reason is not None else statements.add(key, facts, f"record {i}"))
+    return reasons
 
+
+def test_verifier_accepts_generated_samples_and_never_calls_the_generator(monkeypatch):
+    records = [
+        sample(preset.replace("N100k", "N300"), i, split)
+        for preset in capo.PRESET_EXAMPLES
+        for split in ("train", "test")
+        for i in range(40)
+    ]
+    monkeypatch.setattr(capo, "person", None)  # the checks read the text, the field lists and the wording only
+    monkeypatch.setattr(capo, "biography", None)
+    monkeypatch.setattr(capo, "bior_prompt", None)
+    assert all(verify(r) is None for r in records)
+    # every record also agrees with every other record about the same person (bioS, QA and bioR of seed 0, N300)
+    assert check_across(records) == [None] * len(records)
+
+
+def test_verifier_rejects_corrupted_records():
     record = sample("bioS-multi5-N300", 4)
     who = capo.person(0, record["meta"]["person"])
+    second_round = (sample("bioS-multi5-N300", i) for i in range(300, 600))
+    other_bio = next(r for r in second_round if r["meta"]["person"] == who.index)  # the person's next biography
+    assert other_bio["text"] != record["text"]
     wrong_pronoun = "He" if who.female else "She"
-    right_pronoun = who.pronoun
 
     def corrupted(**changes):
         return {**record, **changes}
 
+    def text_with(old, new):
+        assert old in record["text"]
+        return corrupted(text=record["text"].replace(old, new, 1))
+
+    # wrong on their own: not a template, a value outside the field lists, a contradiction inside the biography
     year = str(who.birth_year)
-    assert verify(corrupted(text=record["text"].replace(year, str(who.birth_year + 1)))) is not None
-    assert verify(corrupted(text=record["text"].replace(f"{right_pronoun} ", f"{wrong_pronoun} ", 1))) is not None
-    assert verify(corrupted(text=record["text"].replace(who.employer, fields.companies()[0].split(";")[0]))) is not None
+    assert "not a first, middle and last name" in verify(corrupted(meta={**record["meta"], "name": "Ann Bee Cee"}))
+    assert verify(text_with(year, "2150")) is not None  # years run 1900-2099
+    assert verify(text_with(f" {who.birth_day}, ", " 30, ")) is not None  # days run 1-28
+    assert verify(text_with(f"{who.pronoun} ", f"{wrong_pronoun} ")) is not None
+    assert verify(text_with(who.major, "Alchemy")) is not None
+    other = next(c for c in fields.companies() if not c.endswith(who.work_city))
+    assert "headquarters" in verify(text_with(who.employer, other.split("; ")[0]))
     sentences = sentences_of(record["text"])
     swapped = " ".join([sentences[0], sentences[2], sentences[1], *sentences[3:]])
     assert verify(corrupted(text=swapped)) is not None  # order fixed without -permute
-    assert verify(corrupted(meta={**record["meta"], "name": "Ann Bee Cee"})) is not None
     assert verify(corrupted(meta={**record["meta"], "person": 300})) is not None
     assert verify(corrupted(meta={**record["meta"], "bio": 5})) is not None  # a held-out number in the train split
-    assert verify(corrupted(text=record["text"].replace(".", ",", 1))) is not None
+    assert verify(text_with(".", ",")) is not None
+
+    # right on their own, wrong next to the person's other records: a valid but different year or city, a QA
+    # answer that differs from the biographies, a name used for two people
+    city = next(c for c in fields.cities() if c != who.birth_city)
+    for wrong in (text_with(year, str(who.birth_year % 2099 + 1)), text_with(who.birth_city, city)):
+        assert verify(wrong) is None
+        assert check_across([other_bio, wrong])[1] is not None and check_across([wrong, other_bio])[1] is not None
+    qas = (sample("qa-N300", i) for i in range(900))
+    qa = next(q for q in qas if q["meta"]["person"] == who.index and q["meta"]["attribute"] == "birth_city")
+    assert check_across([record, qa]) == [None, None]
+    wrong_qa = {**qa, "text": qa["text"].replace(who.birth_city, city), "meta": {**qa["meta"], "answer": city}}
+    assert verify(wrong_qa) is None and "here but" in check_across([record, wrong_qa])[1]
+    stranger = sample("bioS-multi5-N300", 5)
+    borrowed = stranger["text"].replace(stranger["meta"]["name"], who.name)
+    borrowed = {**stranger, "text": borrowed, "meta": {**stranger["meta"], "name": who.name}}
+    assert verify(borrowed) is None and "belongs to person" in check_across([record, borrowed])[1]
 
     qa = sample("qa-N300", 3)
     assert verify({**qa, "text": qa["text"][:-1]}) is not None
@@ -210,9 +255,35 @@ def test_verifier_accepts_generated_samples_and_rejects_corrupted_ones():
     assert verify({**bior, "text": bior["text"].replace(who.major, "Alchemy")}) is not None
 
 
+def test_reverse_md_writes_day_of_month_and_is_verified_in_that_format():
+    for i in range(20):
+        record = sample("bioS-multi2-permute-reverse-md-N50", i)
+        who = capo.person(0, record["meta"]["person"])
+        assert f"{who.birth_day} of {who.birth_month}, {who.birth_year}" in record["text"]
+        assert who.birth_date not in record["text"] and verify(record) is None
+        plain = sample("bioS-multi2-permute-N50", i)
+        assert check_across([plain, record]) == [None, None]  # the same date, in the other format
+    record = sample("bioS-single-reverse-md-N50", 0)
+    who = capo.person(0, record["meta"]["person"])
+    reversed_date = f"{who.birth_day} of {who.birth_month}, {who.birth_year}"
+    assert verify({**record, "text": record["text"].replace(reversed_date, who.birth_date)}) is not None
+    assert capo.PRESETS["bioS-multi5-fullname-reverse-md-N1k"] == capo.CapoParams(
+        "bioS", 1000, 5, fullname=True, reverse_md=True
+    )
+
+
 @pytest.mark.parametrize(
     "preset",
-    ["bioS-N100", "bioS-single-N0", "qa-multi5-N100", "bioR2-single-N100", "bioR0-single-permute-N100", "x"],
+    [
+        "bioS-N100",
+        "bioS-single-N0",
+        "qa-multi5-N100",
+        "bioR2-single-N100",
+        "bioR0-single-permute-N100",
+        "x",
+        "bioS-single-reverse-md-permute-N100",
+        "qa-reverse-md-N100",
+    ],  # fmt: skip
 )
 def test_bad_preset_names_are_unknown(preset, tmp_path):
     with pytest.raises(ValueError, match=f"unknown capo preset '{preset}'"):
@@ -268,6 +339,31 @@ def test_cli_generates_and_verifies(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["capo", "--preset", "bioS-N5", "--num", "1", "--out", str(tmp_path / "x")])
     assert "unknown capo preset 'bioS-N5'" in capsys.readouterr().err
+
+
+def test_cli_reverse_md_and_the_check_across_files(tmp_path, capsys):
+    from data_synthetic_pretrain.__main__ import main
+
+    bios, qa = tmp_path / "bios", tmp_path / "qa"
+    assert main(["capo", "--preset", "bioS-multi2-reverse-md-N30", "--num", "60", "--out", str(bios)]) == 0
+    assert main(["capo", "--preset", "qa-N30", "--num", "90", "--out", str(qa)]) == 0
+    bio_file, qa_file = bios / "bioS-multi2-reverse-md-N30_train.chunk.00.jsonl", qa / "qa-N30_train.chunk.00.jsonl"
+    records = [json.loads(line) for line in bio_file.read_text().splitlines()]
+    assert all(re.search(r"\b\d{1,2} of [A-Z][a-z]+, \d{4}\b", r["text"]) for r in records)
+    capsys.readouterr()
+    assert main(["verify", "capo", str(bio_file), str(qa_file)]) == 0
+    assert "valid 150 invalid 0" in capsys.readouterr().out
+    # one biography gives its person another (valid) birth city: fine alone, a contradiction next to the others
+    record = records[40]
+    who = capo.person(0, record["meta"]["person"])
+    city = next(c for c in fields.cities() if c != who.birth_city)
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text(json.dumps({**record, "text": record["text"].replace(who.birth_city, city)}) + "\n")
+    assert main(["verify", "capo", str(changed)]) == 0
+    capsys.readouterr()
+    assert main(["verify", "capo", str(bio_file), str(changed)]) == 1
+    captured = capsys.readouterr()
+    assert "valid 60 invalid 1" in captured.out and f"birth_city is '{city}' here but" in captured.err
 
 
 def char_tokenizer():
