@@ -1,0 +1,123 @@
+"""apps/main/configs/eval.yaml and apps/gla/configs/eval.yaml: they load strictly, list exactly the recipes' lm-eval
+tasks (all known to lm-eval), and evaluate a consolidated or a DCP checkpoint from the command line. The example
+training configs' eval sections load strictly too."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from apps.gla.eval import main as gla_eval_main
+from apps.gla.train import TrainArgs as LinearTrainArgs
+from apps.main.eval import EvalArgs, check_eval_args, main
+from apps.main.train import TrainArgs
+from lingua.args import dataclass_from_dict, parse_args
+
+LINGUA_ROOT = Path(__file__).resolve().parents[2] / "lingua_modified"
+REPOSITORY = LINGUA_ROOT.parent
+EVAL_YAMLS = {"main": LINGUA_ROOT / "apps/main/configs/eval.yaml", "gla": LINGUA_ROOT / "apps/gla/configs/eval.yaml"}
+RECIPES = {"main": REPOSITORY / "canon_llama_recipes", "gla": REPOSITORY / "canon_linear_recipes"}
+DEBUG_YAML = LINGUA_ROOT / "apps" / "main" / "configs" / "debug.yaml"
+MC_TASK = """task: tiny_mc
+dataset_path: json
+dataset_kwargs: {{data_files: {{test: {path}}}}}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: choices
+doc_to_target: answer
+metric_list: [{{metric: acc}}]
+"""
+
+
+@pytest.mark.parametrize("app", ["main", "gla"])
+def test_eval_yaml_holds_the_recipes_tasks_and_loads_strictly(app):
+    cfg = parse_args(EvalArgs, [f"config={EVAL_YAMLS[app]}"])
+    recipes = sorted(RECIPES[app].glob("*-Nemo-*.yaml"))
+    assert len(recipes) == {"main": 16, "gla": 48}[app]
+    for recipe in recipes:
+        section = yaml.safe_load(recipe.read_text())["eval"]
+        assert cfg.harness.tasks == section["harness"]["tasks"], recipe.name
+        assert cfg.harness.log_samples is section["harness"]["log_samples"] is False
+        for key, value in section["generator"].items():
+            assert getattr(cfg.generator, key) == value, (recipe.name, key)
+    assert len(cfg.harness.tasks) == 14 and cfg.validation.max_steps == 1000
+
+
+def test_every_eval_task_is_known_to_lm_eval():
+    cfg = parse_args(EvalArgs, [f"config={EVAL_YAMLS['main']}"])
+    assert check_eval_args(cfg) is not None  # raises on an unknown task name
+
+
+TRAINING_CONFIGS = [
+    path
+    for app in ("main", "gla")
+    for path in sorted((LINGUA_ROOT / "apps" / app / "configs").glob("*.yaml"))
+    if path.name != "eval.yaml"
+]
+
+
+@pytest.mark.parametrize("config", TRAINING_CONFIGS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_example_configs_and_their_eval_sections_load_strictly(config):
+    args = parse_args(LinearTrainArgs if config.parent.parent.name == "gla" else TrainArgs, [f"config={config}"])
+    if "debug" not in config.name:
+        assert args.async_eval_gpus == 8 and args.eval is not None, config.name
+    if args.eval is not None:
+        eval_args = dataclass_from_dict(EvalArgs, args.eval, strict=True)
+        assert eval_args.harness.tasks
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tasks")
+    questions = [
+        ("The sky is", ["blue", "green"], 0),
+        ("Ice is", ["hot", "cold"], 1),
+        ("Cats say", ["woof", "meow"], 1),
+    ]
+    docs = [{"question": q, "choices": c, "answer": a} for q, c, a in questions]
+    (folder / "tiny_mc.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (folder / "tiny_mc.yaml").write_text(MC_TASK.format(path=folder / "tiny_mc.jsonl"))
+    return folder
+
+
+def cpu_overrides(task_dir: Path) -> list[str]:
+    return ["harness.tasks=[tiny_mc]", f"harness.include_path={task_dir}", "harness.include_defaults=false",
+            "harness.bootstrap_iters=0", "generator.device=cpu", "generator.dtype=fp32", "validation=null"]  # fmt: skip
+
+
+def test_a_consolidated_checkpoint_is_evaluated_from_the_command_line(lingua_checkpoint, task_dir, tmp_path):
+    folder = lingua_checkpoint()
+    out, log = tmp_path / "evals", tmp_path / "run"
+    arguments = [f"config={EVAL_YAMLS['main']}", f"ckpt_dir={folder}", f"dump_dir={out}", f"metric_log_dir={log}"]
+    assert main([*arguments, *cpu_overrides(task_dir)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert 0 <= results["results"]["tiny_mc"]["acc,none"] <= 1
+    (line,) = [json.loads(x) for x in (log / "metrics.eval.jsonl").read_text().splitlines()]
+    assert line["global_step"] == 10 and line["tiny_mc"] == results["results"]["tiny_mc"]  # the step of the folder
+
+
+def test_a_dcp_checkpoint_is_consolidated_then_evaluated(data, task_dir, tmp_path):
+    run = tmp_path / "run"
+    train = [sys.executable, "-m", "apps.main.train", f"config={DEBUG_YAML}", f"dump_dir={run}",
+             f"data.root_dir={data / 'data'}", "steps=2", "checkpoint.dump.every=2", "model.n_layers=1",
+             "model.dim=32", "data.load_async=false"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(LINGUA_ROOT), OMP_NUM_THREADS="1")
+    result = subprocess.run(train, cwd=LINGUA_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    step = run / "checkpoints" / "0000000002"
+    assert (step / ".metadata").is_file()
+    if (step / "consolidated").exists():  # the run's final save may consolidate; evaluate the DCP files regardless
+        for path in (step / "consolidated").iterdir():
+            path.unlink()
+        (step / "consolidated").rmdir()
+    out = tmp_path / "evals"
+    arguments = [f"config={EVAL_YAMLS['gla']}", f"ckpt_dir={step}", f"dump_dir={out}", f"metric_log_dir={run}"]
+    assert gla_eval_main([*arguments, *cpu_overrides(task_dir)]) == 0
+    assert (step / "consolidated" / "consolidated.pth").is_file()
+    (line,) = [json.loads(x) for x in (run / "metrics.eval.jsonl").read_text().splitlines()]
+    assert line["global_step"] == 2 and 0 <= line["tiny_mc"]["acc,none"] <= 1
