@@ -8,6 +8,7 @@ left-padded batches; the accuracy table (percent) is printed and written, with e
 """
 
 import argparse
+import os
 import sys
 
 import torch
@@ -20,6 +21,13 @@ from .model import load_model, load_tokenizer, resolve_dtype, wants_bos
 
 def _csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def read_text(path: str) -> str:
+    if not os.path.isfile(path):
+        raise ValueError(f"--instruction {path!r} is not a readable file")
+    with open(path, encoding="utf-8") as f:
+        return f.read()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--out", required=True, help="results JSON (must not exist)")
 
     hop = commands.add_parser("multihop", parents=[common], help="1-hop / 2-hop birth-year retrieval")
-    hop.add_argument("--hops", default="1,2", help="comma list of 1, 2")
-    hop.add_argument("--contexts", default=",".join(multihop.CONTEXTS), help="comma list of context budgets")
-    hop.add_argument("--seed", type=int, default=0)
+    hop.add_argument("--hops", default="1,2", help="comma list of 1, 2 (the paper's N=5 and N=3 people per group)")
+    hop.add_argument("--tasks", help="comma list of NxK (N people per group, K hops, N <= 60), e.g. 5x1,3x2,4x3; "
+                     "replaces --hops")  # fmt: skip
+    hop.add_argument("--contexts", default=",".join(multihop.CONTEXTS),
+                     help="comma list of context budgets: 0k ... 6k, any <x>k, or a token count")  # fmt: skip
+    hop.add_argument("--setting", choices=multihop.SETTINGS, default="ours",
+                     help="paper: the published sampling (Random(42) per setting, first person of the last group "
+                     "asked, the original spacing); ours: unbiased, per-sample seeds")  # fmt: skip
+    hop.add_argument("--instruction", help="text file whose content replaces the 2+-hop instruction paragraph")
+    hop.add_argument("--names", help="folder with first_name.txt, middle_name.txt, last_name.txt (default: ours)")
+    hop.add_argument("--seed", type=int, default=0, help="per-sample seeds of --setting ours")
     hop.add_argument("--background", help="JSONL file or HF dataset id (default: built-in filler text)")
     hop.add_argument("--background-field", default="text", help="text field of the background records")
     hop.add_argument("--background-config", help="HF dataset config of --background")
@@ -54,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     babi.add_argument("--tasks", default=",".join(babilong.TASKS), help="comma list of qa1..qa5")
     babi.add_argument("--lengths", default=",".join(babilong.DEFAULT_LENGTHS), help="comma list, e.g. 0k,1k,2k,4k")
     babi.add_argument("--data", default=babilong.DEFAULT_DATA, help="HF dataset id or folder <length>/<task>.jsonl")
+    babi.add_argument("--prompts", help="JSON or YAML prompt set (per task: instruction, examples, post_prompt) "
+                      "instead of ours, e.g. the original wording")  # fmt: skip
     return parser
 
 
@@ -72,8 +90,11 @@ def main(argv=None) -> int:
         torch_dtype = resolve_dtype(args.dtype, args.device)
         config = {k: v for k, v in vars(args).items() if k not in ("command", "out")}
         if args.command == "multihop":
-            hops, contexts = multihop.parse_hops(args.hops), multihop.parse_contexts(args.contexts)
-            rows, columns = [f"{h}-hop" for h in hops], contexts
+            tasks = multihop.parse_tasks(args.tasks) if args.tasks else multihop.parse_hops(args.hops)
+            contexts = multihop.parse_contexts(args.contexts)
+            rows, columns = [task.label for task in tasks], contexts
+            instruction = read_text(args.instruction) if args.instruction else None
+            names = multihop.load_names(args.names)
             sentences = load_background(
                 args.background, args.background_field, args.background_config, args.background_split
             )
@@ -81,6 +102,10 @@ def main(argv=None) -> int:
             tasks, lengths = _csv(args.tasks), _csv(args.lengths)
             babilong.check_tasks(tasks)
             babilong.check_lengths(lengths)
+            prompts = babilong.load_prompts(args.prompts) if args.prompts else None
+            missing = [task for task in tasks if prompts is not None and task not in prompts]
+            if missing:
+                raise ValueError(f"--prompts {args.prompts} has no prompt for {', '.join(missing)}")
             rows, columns = tasks, lengths
             data = {
                 (task, length): babilong.load_babilong(task, length, args.data) for task in tasks for length in lengths
@@ -90,11 +115,11 @@ def main(argv=None) -> int:
         if add_bos and tokenizer.bos_token_id is None:
             raise ValueError("--bos was given but the tokenizer has no BOS token")
         if args.command == "multihop":
-            builder = multihop.MultihopBuilder(tokenizer, sentences, args.seed)
-            items = multihop_items(builder, hops, contexts, args.num_samples or 100)
+            builder = multihop.MultihopBuilder(tokenizer, sentences, args.seed, args.setting, instruction, names)
+            items = multihop_items(builder, tasks, contexts, args.num_samples or 100)
             max_new_tokens = args.max_new_tokens or 8
         else:
-            items = babilong_items(data, args.num_samples)
+            items = babilong_items(data, args.num_samples, prompts)
             max_new_tokens = args.max_new_tokens or 20
         model = load_model(args.model, args.trust_remote_code, args.device, torch_dtype)
         results, samples = run_items(

@@ -1,6 +1,8 @@
 """BABILong qa1-qa5: few-shot prompts, data loading and scoring.
 
-Prompt layout (the reference's structure; the wording and the worked examples are ours):
+The prompt has the structure of the prompts the paper used (upstream BABILong's task template, with the worked
+examples rewritten as <context> blocks that end in their full answer sentences; two examples for qa1-qa4, three for
+qa5), filled by one template and stripped, so it ends in "Answer:":
 
     <instruction, ending with a line that fixes the answer format>
 
@@ -9,21 +11,26 @@ Prompt layout (the reference's structure; the wording and the worked examples ar
     </context>
 
     Question: <example question>
-    Answer: <example answer>.
-    ... (two examples; three for qa5)
+    Answer: <the example's answer, in that format>
+    ... (examples separated by a blank line)
 
-    <context>
+    <post_prompt, empty in ours><context>
     <sample input>
     </context>
 
     Question: <sample question>
     Answer:
 
+The instructions and examples of PROMPTS are our own wording. `load_prompts` reads any other prompt set (JSON or
+YAML: per task an instruction, examples and a post_prompt), e.g. the original text, into the same template.
+
 Scoring follows upstream BABILong's `compare_answers`: the model's first sentence must name the target and no other
 label of the task (labels that appear in the question are ignored).
 """
 
+import json
 import os
+from dataclasses import dataclass
 
 from .jsonl import describe, read_jsonl
 
@@ -45,81 +52,150 @@ LABELS = {
     "qa5": {"Bill", "Fred", "Jeff", "Mary", "apple", "football", "milk"},
 }
 
-_ROOM_FORMAT = "Reply with a single word: the name of the place."
-# task -> (instruction, [(facts, question, answer), ...])
-PROMPTS = {
+TEMPLATE = (
+    "{instruction}\n\n{examples}\n\n{post_prompt}<context>\n{context}\n</context>\n\nQuestion: {question}\nAnswer: "
+)
+PROMPT_KEYS = ("instruction", "examples", "post_prompt")
+
+
+@dataclass(frozen=True)
+class TaskPrompt:
+    instruction: str
+    examples: str  # the worked examples, already laid out (blocks separated by a blank line)
+    post_prompt: str = ""
+
+
+def example_block(facts: str, question: str, answer: str) -> str:
+    """One worked example as a <context> block with its answer line (a final period is added when missing)."""
+    answer = answer if answer.endswith(".") else answer + "."
+    return f"<context>\n{facts}\n</context>\n\nQuestion: {question}\nAnswer: {answer}"
+
+
+# task -> (instruction, [(facts, question, answer as the model should write it, the label it names), ...])
+EXAMPLES = {
     "qa1": (
         "Below is a story in which people walk from room to room, hidden among sentences that have nothing to do "
-        "with it. Find the last place the story puts the person you are asked about and say where that is.\n"
-        + _ROOM_FORMAT,
+        "with it, and then a question. Answer it from the story alone. When the story puts a person in several "
+        "places, only the last one counts.\n"
+        "Reply in exactly this form and add nothing after it: <person> was last seen in the <place>.",
         [
             ("Sandra went to the garden. Mary moved to the office. Sandra travelled to the bedroom.",
-             "Where is Sandra?", "bedroom"),
+             "Where is Sandra?", "Sandra was last seen in the bedroom.", "bedroom"),
             ("John journeyed to the kitchen. Daniel went back to the hallway. John moved to the bathroom.",
-             "Where is Daniel?", "hallway"),
+             "Where is Daniel?", "Daniel was last seen in the hallway.", "hallway"),
         ],
     ),
     "qa2": (
         "Below is a story in which people move around and carry things, hidden among sentences that have nothing to "
-        "do with it. An object is wherever the person holding it went last, or where it was put down. Say where "
-        "the object you are asked about is.\n" + _ROOM_FORMAT,
+        "do with it, and then a question. Answer it from the story alone.\n"
+        "Whatever a person holds goes wherever that person goes next. Whatever a person puts down stays where it was "
+        "put down.\n"
+        "Reply in exactly this form and add nothing after it: The <object> is in the <place>.",
         [
             ("Mary picked up the milk. John moved to the garden. Mary went to the kitchen.",
-             "Where is the milk?", "kitchen"),
+             "Where is the milk?", "The milk is in the kitchen.", "kitchen"),
             ("Daniel went to the hallway. Daniel took the apple there. Daniel travelled to the office. "
              "Daniel put down the apple. Daniel journeyed to the bedroom.",
-             "Where is the apple?", "office"),
+             "Where is the apple?", "The apple is in the office.", "office"),
         ],
     ),
     "qa3": (
         "Below is a story in which people move around and carry things, hidden among sentences that have nothing to "
-        "do with it. Trace where the object went, step by step, and say which place it was in just before it "
-        "reached the place named in the question.\n" + _ROOM_FORMAT,
+        "do with it, and then a question. Answer it from the story alone.\n"
+        "Whatever a person holds goes wherever that person goes next. Whatever a person puts down stays where it was "
+        "put down.\n"
+        "Reply in exactly this form and add nothing after it: The <object> was in the <earlier place> before it "
+        "reached the <place named in the question>.",
         [
             ("John took the football. John went to the garden. John travelled to the kitchen. "
              "John dropped the football.",
-             "Where was the football before the kitchen?", "garden"),
+             "Where was the football before the kitchen?",
+             "The football was in the garden before it reached the kitchen.", "garden"),
             ("Mary went to the bedroom. Mary grabbed the milk there. Mary moved to the hallway. "
              "Sandra went to the office. Mary journeyed to the bathroom.",
-             "Where was the milk before the bathroom?", "hallway"),
+             "Where was the milk before the bathroom?",
+             "The milk was in the hallway before it reached the bathroom.", "hallway"),
         ],
     ),
     "qa4": (
         "Below are statements about how rooms lie relative to each other, hidden among sentences that have nothing "
-        "to do with them. Use them to name the room the question asks for.\n" + _ROOM_FORMAT,
+        "to do with them, and then a question. Answer it from those statements alone.\n"
+        "Reply with a single word, the name of the room, and add nothing after it.",
         [
             ("The office is east of the hallway. The kitchen is north of the office.",
-             "What is north of the office?", "kitchen"),
+             "What is north of the office?", "kitchen", "kitchen"),
             ("The garden is west of the bedroom. The bedroom is south of the bathroom.",
-             "What is the bedroom south of?", "bathroom"),
+             "What is the bedroom south of?", "bathroom", "bathroom"),
         ],
     ),
     "qa5": (
         "Below is a story in which people pick up objects and hand them to each other, hidden among sentences that "
-        "have nothing to do with it. Answer the question about who gave what to whom.\n"
-        "Reply with a single word: a person's name or an object.",
+        "have nothing to do with it, and then a question. Answer it from the story alone.\n"
+        "Reply with a single word, a person's name or an object, and add nothing after it. Do not explain.",
         [
             ("Fred picked up the football. Bill went to the garden. Fred gave the football to Jeff.",
-             "What did Fred give to Jeff?", "football"),
+             "What did Fred give to Jeff?", "football", "football"),
             ("Mary took the milk. Mary handed the milk to Bill. Bill passed the milk to Fred.",
-             "Who gave the milk to Fred?", "Bill"),
+             "Who gave the milk to Fred?", "Bill", "Bill"),
             ("Jeff grabbed the apple. Jeff went to the office. Jeff gave the apple to Mary.",
-             "Who did Jeff give the apple to?", "Mary"),
+             "Who did Jeff give the apple to?", "Mary", "Mary"),
         ],
     ),
 }  # fmt: skip
+PROMPTS = {
+    task: TaskPrompt(instruction, "\n\n".join(example_block(f, q, a) for f, q, a, _ in examples))
+    for task, (instruction, examples) in EXAMPLES.items()
+}
 
 
-def _block(context: str, question: str) -> str:
-    return f"<context>\n{context.strip()}\n</context>\n\nQuestion: {question}\nAnswer:"
-
-
-def babilong_prompt(task: str, context: str, question: str) -> str:
-    """The few-shot prompt for one sample; it ends with "Answer:" (no trailing space, like upstream's formatter)."""
+def babilong_prompt(task: str, context: str, question: str, prompts: dict | None = None) -> str:
+    """The few-shot prompt for one sample, from our PROMPTS or the given prompt set; it ends with "Answer:" (the
+    template's trailing space is stripped, as upstream's formatter does)."""
     check_tasks([task])
-    instruction, examples = PROMPTS[task]
-    shots = "\n\n".join(f"{_block(facts, q)} {a}." for facts, q, a in examples)
-    return f"{instruction}\n\n{shots}\n\n{_block(context, question)}"
+    prompts = PROMPTS if prompts is None else prompts
+    if task not in prompts:
+        raise ValueError(f"the prompt set has no {task}; it covers {', '.join(sorted(prompts)) or 'no task'}")
+    p = prompts[task]
+    return TEMPLATE.format(
+        instruction=p.instruction, examples=p.examples, post_prompt=p.post_prompt, context=context.strip(),
+        question=question,
+    ).strip()  # fmt: skip
+
+
+def load_prompts(path: str) -> dict[str, TaskPrompt]:
+    """A prompt set from a JSON or YAML file: {task: {"instruction": str, "examples": str or [str, ...],
+    "post_prompt": str (optional)}}; a list of examples is joined with blank lines."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--prompts {path!r} is not a readable file")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as error:  # json and yaml raise different types; both mean a malformed file
+        raise ValueError(f"prompt file {path} is not valid JSON/YAML ({error})") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"prompt file {path} must map task names (qa1, ...) to prompts")
+    prompts = {}
+    for task, entry in data.items():
+        check_tasks([task])
+        if not isinstance(entry, dict) or set(entry) - set(PROMPT_KEYS) or "instruction" not in entry:
+            raise ValueError(
+                f"prompt file {path}: {task} must be an object with instruction, examples and optional post_prompt "
+                f"(found {describe(entry)})"
+            )
+        examples = entry.get("examples", "")
+        if isinstance(examples, list) and all(isinstance(e, str) for e in examples):
+            examples = "\n\n".join(examples)
+        values = (entry["instruction"], examples, entry.get("post_prompt") or "")
+        if not all(isinstance(v, str) for v in values):
+            raise ValueError(f"prompt file {path}: {task}'s instruction, examples and post_prompt must be text")
+        prompts[task] = TaskPrompt(*values)
+    return prompts
 
 
 def compare_answers(target: str, output: str, question: str, labels) -> bool:

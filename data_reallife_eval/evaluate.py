@@ -39,24 +39,25 @@ def run_items(model, tokenizer, items: list[Item], max_new_tokens: int, batch_si
     return results, samples
 
 
-def multihop_items(builder: multihop.MultihopBuilder, hops: list[int], contexts: list[str], num: int) -> list[Item]:
+def multihop_items(builder: multihop.MultihopBuilder, tasks: list, contexts: list[str], num: int) -> list[Item]:
+    """One item per sample of every (task, context) cell; `tasks` are multihop.Task (N, k)."""
     items = []
-    for h in hops:
+    for task in tasks:
         for context in contexts:
-            for index in range(num):
-                sample = builder.sample(h, context, index)
+            for sample in builder.samples(task.hops, context, num, task.people):
                 record = {k: v for k, v in sample.to_dict().items() if k != "prompt"}
                 score = lambda text, answer=sample.answer: multihop.is_correct(answer, text)
-                items.append(Item(f"{h}-hop", context, sample.prompt, score, record))
+                items.append(Item(task.label, context, sample.prompt, score, record))
     return items
 
 
-def babilong_items(data: dict[tuple[str, str], list[dict]], num: int | None) -> list[Item]:
-    """`data` maps (task, length) to its samples; the first `num` of each are used (all when None)."""
+def babilong_items(data: dict[tuple[str, str], list[dict]], num: int | None, prompts: dict | None = None) -> list[Item]:
+    """`data` maps (task, length) to its samples; the first `num` of each are used (all when None). `prompts`: a
+    prompt set (babilong.load_prompts), default ours."""
     items = []
     for (task, length), samples in data.items():
         for index, sample in enumerate(samples[:num]):
-            prompt = babilong.babilong_prompt(task, sample["input"], sample["question"])
+            prompt = babilong.babilong_prompt(task, sample["input"], sample["question"], prompts)
             score = lambda text, task=task, sample=sample: babilong.score(task, sample, text)
             record = {"task": task, "length": length, "index": index, "question": sample["question"]}
             items.append(Item(task, length, prompt, score, {**record, "target": sample["target"]}))

@@ -2,7 +2,17 @@ import json
 
 import pytest
 
-from data_reallife_eval.babilong import LABELS, PROMPTS, TASKS, babilong_prompt, compare_answers, load_babilong
+from data_reallife_eval.babilong import (
+    EXAMPLES,
+    LABELS,
+    PROMPTS,
+    TASKS,
+    TaskPrompt,
+    babilong_prompt,
+    compare_answers,
+    load_babilong,
+    load_prompts,
+)
 
 ROOMS = LABELS["qa1"]
 
@@ -40,17 +50,52 @@ def test_first_sentence_is_cut_before_markers():
 def test_prompt_structure(task):
     context, question = "  Mary went to the office.\nUnrelated filler text.  ", "Where is Mary?"
     prompt = babilong_prompt(task, context, question)
-    instruction, examples = PROMPTS[task]
-    assert len(examples) == (3 if task == "qa5" else 2)
+    instruction, examples = EXAMPLES[task]
+    assert len(examples) == (3 if task == "qa5" else 2)  # the published shot counts
+    assert PROMPTS[task].instruction == instruction and PROMPTS[task].post_prompt == ""
     assert prompt.startswith(instruction + "\n\n<context>\n")
+    assert "Reply" in instruction.splitlines()[-1]  # the instruction ends with the answer-format line
     sample_block = "<context>\nMary went to the office.\nUnrelated filler text.\n</context>\n\nQuestion: Where is Mary?"
     assert prompt.endswith("\n\n" + sample_block + "\nAnswer:")
     assert prompt.count("<context>\n") == len(examples) + 1 and prompt.count("\nAnswer:") == len(examples) + 1
-    for facts, q, answer in examples:
-        block = f"<context>\n{facts}\n</context>\n\nQuestion: {q}\nAnswer: {answer}.\n\n"
-        assert block in prompt
-        # our own worked examples are right by the task's scoring rule
-        assert answer in LABELS[task] and compare_answers(answer, f" {answer}.", q, LABELS[task])
+    blocks = []
+    for facts, q, answer, label in examples:
+        block = f"<context>\n{facts}\n</context>\n\nQuestion: {q}\nAnswer: {answer.removesuffix('.')}."
+        assert block + "\n\n" in prompt
+        blocks.append(block)
+        # the worked answers are right by the task's own scoring rule; qa1-qa3 answer with a full sentence
+        assert label in LABELS[task] and compare_answers(label, f" {answer}", q, LABELS[task])
+        assert (len(answer.split()) > 3) == (task in ("qa1", "qa2", "qa3"))
+    assert prompt == f"{instruction}\n\n" + "\n\n".join(blocks) + "\n\n" + sample_block + "\nAnswer:"
+
+
+def test_prompt_sets_load_from_json_and_yaml(tmp_path):
+    import yaml
+
+    entry = {"instruction": "Say the room.\nOne word.", "examples": ["<context>\nA went to the den.\n</context>\n\n"
+             "Question: Where is A?\nAnswer: den.", "<context>\nB is here.\n</context>\n\nQuestion: Q?\nAnswer: x."],
+             "post_prompt": "Now you."}  # fmt: skip
+    (tmp_path / "p.json").write_text(json.dumps({"qa1": entry}))
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"qa1": {**entry, "examples": "\n\n".join(entry["examples"])}}))
+    for name in ("p.json", "p.yaml"):
+        prompts = load_prompts(str(tmp_path / name))
+        assert prompts == {"qa1": TaskPrompt(entry["instruction"], "\n\n".join(entry["examples"]), "Now you.")}
+        prompt = babilong_prompt("qa1", " C went out. ", "Where is C?", prompts)
+        # the paper's template: the post_prompt runs straight into the sample's <context> block
+        assert prompt == (
+            "Say the room.\nOne word.\n\n" + "\n\n".join(entry["examples"]) + "\n\nNow you.<context>\nC went out.\n"
+            "</context>\n\nQuestion: Where is C?\nAnswer:"
+        )
+    with pytest.raises(ValueError, match="the prompt set has no qa2"):
+        babilong_prompt("qa2", "x", "y", prompts)
+    for bad, error in [("[1]", "must map task names"), ('{"qa9": {"instruction": "x"}}', "unknown babilong task"),
+                       ('{"qa1": {"examples": "x"}}', "must be an object with instruction"),
+                       ('{"qa1": {"instruction": 3}}', "must be text"), ("{", "not valid JSON/YAML")]:  # fmt: skip
+        (tmp_path / "bad.json").write_text(bad)
+        with pytest.raises(ValueError, match=error):
+            load_prompts(str(tmp_path / "bad.json"))
+    with pytest.raises(ValueError, match="is not a readable file"):
+        load_prompts(str(tmp_path / "missing.json"))
 
 
 def write_babilong(folder, task, length, records):

@@ -82,6 +82,60 @@ def test_babilong_end_to_end_on_local_data(model_dir, tmp_path, capsys):
         assert record["correct"] == compare_answers(sample["target"], expected, sample["question"], labels)
 
 
+def test_multihop_paper_setting_any_task_and_own_instruction(model_dir, tmp_path, capsys):
+    instruction = tmp_path / "instruction.txt"
+    instruction.write_text("Work out the birth years.\n")
+    names = tmp_path / "names"
+    names.mkdir()
+    for part in ("first", "middle", "last"):
+        (names / f"{part}_name.txt").write_text("\n".join(f"{part.title()}{c}" for c in "abcdefgh") + "\n")
+    out = tmp_path / "paper.json"
+    argv = ["multihop", "--model", model_dir, "--setting", "paper", "--tasks", "5x1,4x3", "--contexts", "0k,300"]
+    argv += ["--instruction", str(instruction), "--names", str(names), "--num-samples", "3", "--out", str(out)]
+    assert run(argv, capsys)[0] == 0
+    result = json.loads(out.read_text())
+    assert set(result["results"]) == {"1-hop", "3-hop-N4"} and result["config"]["setting"] == "paper"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+    from data_reallife_eval.multihop import load_names
+
+    builder = MultihopBuilder(tokenizer, default_sentences(), setting="paper", instruction="Work out the birth years.",
+                              names=load_names(str(names)))  # fmt: skip
+    assert len(result["samples"]) == 2 * 2 * 3
+    for record in result["samples"]:
+        sample = builder.samples(record["hops"], record["context"], 3, record["people"])[record["index"]]
+        assert record["person"] == sample.person and record["answer"] == sample.answer
+        assert record["person"].split()[0].startswith("First") and sample.prompt.endswith("year of ")
+        assert sample.prompt.startswith("Work out the birth years.\n\n<context>") == (record["hops"] == 3)
+        ids = tokenizer(sample.prompt).input_ids
+        assert record["prompt_tokens"] == len(ids)
+        assert record["output"] == tokenizer.decode(generate_alone(model, ids, 8), skip_special_tokens=True)
+
+
+def test_babilong_with_a_prompt_file(model_dir, tmp_path, capsys):
+    data = tmp_path / "babilong"
+    (data / "1k").mkdir(parents=True)
+    record = {"input": "Mary went to the office.", "question": "Where is Mary?", "target": "office"}
+    (data / "1k" / "qa1.jsonl").write_text(json.dumps(record) + "\n")
+    prompts = tmp_path / "prompts.yaml"
+    prompts.write_text("qa1:\n  instruction: Name the room.\n  examples:\n    - 'Question: Where? Answer: den.'\n")
+    out = tmp_path / "b.json"
+    argv = ["babilong", "--model", model_dir, "--tasks", "qa1", "--lengths", "1k", "--data", str(data)]
+    assert run([*argv, "--prompts", str(prompts), "--out", str(out)], capsys)[0] == 0
+    result = json.loads(out.read_text())
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+    prompt = "Name the room.\n\nQuestion: Where? Answer: den.\n\n<context>\nMary went to the office.\n</context>"
+    prompt += "\n\nQuestion: Where is Mary?\nAnswer:"
+    ids = tokenizer(prompt).input_ids
+    (sample,) = result["samples"]
+    assert sample["prompt_tokens"] == len(ids)
+    assert sample["output"] == tokenizer.decode(generate_alone(model, ids, 20), skip_special_tokens=True)
+    with pytest.raises(SystemExit):
+        main([*argv, "--tasks", "qa1,qa2", "--prompts", str(prompts), "--out", str(tmp_path / "c.json")])
+    assert "has no prompt for qa2" in capsys.readouterr().err
+
+
 def lingua_folder(root, model, vocab_size):
     """A Lingua checkpoint step folder (consolidated/params.json + consolidated.pth) with the `bytes` tokenizer."""
     parts = {hf: lingua for lingua, hf in LINGUA_LAYER_PARTS.items()}
@@ -133,8 +187,12 @@ def test_lingua_folder_with_bytes_tokenizer(tmp_path, capsys, make_tiny_model):
     "argv, message",
     [
         (["multihop", "--model", "/no/such/model"], "model path '/no/such/model' does not exist"),
-        (["multihop", "--model", "M", "--contexts", "0k,7k"], "unknown context length '7k'"),
+        (["multihop", "--model", "M", "--contexts", "0k,7x"], "unknown context length '7x'"),
         (["multihop", "--model", "M", "--hops", "3"], "unknown hop count '3'"),
+        (["multihop", "--model", "M", "--tasks", "61x1"], "61 people per group; expected 1..60"),
+        (["multihop", "--model", "M", "--instruction", "/no/such.txt"], "--instruction '/no/such.txt' is not a"),
+        (["multihop", "--model", "M", "--names", "/tmp"], "names folder '/tmp' has no first_name.txt"),
+        (["babilong", "--model", "M", "--prompts", "/no/such.json"], "--prompts '/no/such.json' is not a readable"),
         (["babilong", "--model", "M", "--tasks", "qa9"], "unknown babilong task 'qa9'"),
         (["babilong", "--model", "M", "--lengths", "3k"], "unknown babilong length '3k'"),
         (["multihop", "--model", "M", "--num-samples", "0"], "--num-samples 0; expected at least 1"),
