@@ -126,3 +126,22 @@ def test_screenshot_shows_the_charts(page, tmp_path):
         assert png_size(shots[name]) == (1100, 3400)
     # six figures of lines, text and grids compress far worse than an empty white page of the same size
     assert shots["charts"].stat().st_size > 4 * shots["blank"].stat().st_size
+
+
+def test_the_published_charts_with_a_run_over_them_render_without_errors(dump_dirs, tmp_path):
+    """The published Llama page (14 tasks x 16 runs) with one run of a recipe drawn over it: every figure renders its
+    traces, the page logs no errors, and the screenshot shows charts."""
+    run = dump_dirs.write(tmp_path / "mine", "LlamaCanon-1B-Nemo-1T-lr0.003", "ABCD", 0.003)
+    page = tmp_path / "published.html"
+    assert main(["--published", "llama", "--runs", str(run), "--out", str(page), "--log-x"]) == 0
+    figures, errors, console = render(tmp_path, page)
+    evaluated = {"arc_challenge", "boolq", "hellaswag", "mmlu", "triviaqa"}  # the run's tasks (conftest)
+    assert len(figures) == 15 and figures[-1] == {"id": "training-loss", "rendered": True, "traces": 1}
+    for figure in figures[:-1]:
+        task = figure["id"].removeprefix("task-")
+        assert figure["rendered"] and figure["traces"] == 16 + (task in evaluated), figure
+    assert errors == []
+    assert not [line for line in console if "Uncaught" in line or "Error" in line], console
+    shot = tmp_path / "published.png"
+    run_chromium(tmp_path, page, "--hide-scrollbars", "--window-size=1100,1200", f"--screenshot={shot}")
+    assert png_size(shot) == (1100, 1200) and shot.stat().st_size > 100_000  # lines and legends, not a blank page

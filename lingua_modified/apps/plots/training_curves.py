@@ -1,6 +1,11 @@
 """Interactive training curves of any number of runs, as one self-contained HTML page:
 
     python -m apps.plots.training_curves --runs DUMP_DIR [DUMP_DIR ...] --out curves.html
+    python -m apps.plots.training_curves --published llama|linear [--runs DUMP_DIR ...] --out curves.html
+
+With --published, the page shows the reference's published curves (canon_*_results/published/) with each of your
+runs drawn over the published run of the recipe it was trained from (see apps/plots/overlay.py); without --runs it
+shows the published curves alone.
 
 One Plotly figure per evaluated task (alphabetical; the metric the published charts use, e.g. acc_norm for hellaswag),
 then one training-loss figure. x = pretraining tokens (global_step x the run's tokens per step). Canon runs are solid,
@@ -17,6 +22,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from apps.plots.overlay import parse_matches, published_figures
 from apps.plots.runs import PlotError, Run, format_count, load_runs
 from lingua.args import write_atomic
 
@@ -181,7 +187,16 @@ def parse_args(argv):
         prog="python -m apps.plots.training_curves",
         description="Interactive HTML charts (eval tasks and training loss vs pretraining tokens) of training runs.",
     )
-    parser.add_argument("--runs", nargs="+", required=True, metavar="DUMP_DIR", help="training dump dirs")
+    parser.add_argument("--runs", nargs="+", default=[], metavar="DUMP_DIR", help="training dump dirs")
+    parser.add_argument(
+        "--published",
+        choices=("llama", "linear"),
+        help="draw the published curves of the Llama or the linear runs, with --runs over their recipes' runs",
+    )
+    parser.add_argument(
+        "--match", nargs="+", metavar="DUMP_DIR=RECIPE", help="with --published: the recipe a run was trained from"
+    )
+    parser.add_argument("--log-x", action="store_true", help="logarithmic token axis (small runs beside 1T tokens)")
     parser.add_argument("--out", required=True, metavar="FILE.html", help="the page to write")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.add_argument("--tasks", nargs="+", metavar="TASK", help="tasks to plot (default: every evaluated task)")
@@ -208,13 +223,28 @@ def main(argv=None) -> int:
         for option in ("loss_window", "loss_stride"):
             if getattr(args, option) < 1:
                 raise PlotError(f"--{option.replace('_', '-')} {getattr(args, option)}; expected a positive integer")
-        runs = load_runs(args.runs)
-        figures = build_figures(runs, args.tasks, args.colour_by, args.loss_window, args.loss_stride)
+        if not args.runs and not args.published:
+            raise PlotError("nothing to draw; expected --runs DUMP_DIR ..., --published llama|linear, or both")
+        if args.match and not args.published:
+            raise PlotError("--match is for runs drawn over the published curves; expected --published too")
+        runs = load_runs(args.runs) if args.runs else []
+        if args.published:
+            forced = parse_matches(args.match)
+            figures = published_figures(
+                args.published, runs, forced, PALETTE, lambda run: loss_series(run, args.loss_window, args.loss_stride),
+                args.loss_window, FIGURE_LAYOUT, LOSS_HEIGHT,
+            )  # fmt: skip
+        else:
+            figures = build_figures(runs, args.tasks, args.colour_by, args.loss_window, args.loss_stride)
+        if args.log_x:
+            for _, figure in figures:
+                figure.update_xaxes(type="log")
         write_atomic(args.out, render_page(figures, args.title))
     except PlotError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"wrote {len(figures)} figures of {len(runs)} runs to {args.out}")
+    published = f" over the published {args.published} curves" if args.published else ""
+    print(f"wrote {len(figures)} figures of {len(runs)} runs{published} to {args.out}")
     return 0
 
 
