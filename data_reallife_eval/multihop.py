@@ -41,7 +41,7 @@ INSTRUCTION = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: a frozen dataclass's __init__ costs several times more, a tenth of a prompt's build time
 class MultihopSample:
     prompt: str
     answer: str  # the 4-digit year
@@ -153,9 +153,9 @@ def make_facts(rng: random.Random, people: int, hops: int, names=None, first_ask
     firsts, middles, lasts = names or load_names()
     if len(firsts) * len(middles) * len(lasts) < people * hops:
         raise ValueError(f"{people * hops} distinct full names are needed; the name lists allow fewer")
-    full_names, seen = [], set()
+    choice, full_names, seen = rng.choice, [], set()
     while len(full_names) < people * hops:
-        name = f"{rng.choice(firsts)} {rng.choice(middles)} {rng.choice(lasts)}"
+        name = f"{choice(firsts)} {choice(middles)} {choice(lasts)}"
         if name not in seen:
             seen.add(name)
             full_names.append(name)
@@ -185,10 +185,14 @@ def render_prompt(pieces: list[str], person: str, hops: int, setting: str = "our
 
 def interleave(rng: random.Random, background: list[str], facts: list[str]) -> list[str]:
     """Facts at uniformly random slots among all sentences; both lists keep their order."""
-    total = len(background) + len(facts)
-    fact_slots = set(rng.sample(range(total), len(facts)))
-    facts_left, background_left = iter(facts), iter(background)
-    return [next(facts_left) if slot in fact_slots else next(background_left) for slot in range(total)]
+    slots = sorted(rng.sample(range(len(background) + len(facts)), len(facts)))
+    out, taken = [], 0
+    for k, slot in enumerate(slots):  # slot - k background sentences come before fact k
+        out += background[taken : slot - k]
+        taken = slot - k
+        out.append(facts[k])
+    out += background[taken:]
+    return out
 
 
 class MultihopBuilder:
@@ -212,7 +216,7 @@ class MultihopBuilder:
         self.instruction = INSTRUCTION if instruction is None else instruction.strip()
         self.names = names or load_names()
         self._lengths: dict[int, int] = {}  # token counts of the sentences used so far (the corpus may be large)
-        self._paper: dict[tuple, tuple[random.Random, list]] = {}  # (N, k, context) -> (its RNG, samples so far)
+        self._paper: dict[tuple, tuple] = {}  # (N, k, context) -> (its RNG, samples so far, N, budget)
 
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
@@ -250,15 +254,19 @@ class MultihopBuilder:
         return picked
 
     def sample(self, hops: int, context: str, index: int, people: int | None = None) -> MultihopSample:
+        if self.setting == "paper":
+            stream = self._paper.get((people, hops, context))
+            if stream is None:  # a new setting: check it, then start its stream from the paper's seed
+                n = default_people(hops) if people is None else people
+                check_task(n, hops)
+                stream = self._paper[people, hops, context] = (random.Random(PAPER_SEED), [], n, budget_of(context))
+            rng, done, n, budget = stream
+            while len(done) <= index:
+                done.append(self._paper_sample(rng, n, hops, context, budget, len(done)))
+            return done[index]
         people = default_people(hops) if people is None else people
         check_task(people, hops)
         budget = budget_of(context)
-        if self.setting == "paper":
-            key = (people, hops, context)
-            rng, done = self._paper.setdefault(key, (random.Random(PAPER_SEED), []))
-            while len(done) <= index:
-                done.append(self._paper_sample(rng, people, hops, context, budget, len(done)))
-            return done[index]
         facts, person, answer = make_facts(
             random.Random(f"multihop|{people}x{hops}|{self.seed}|{index}"), people, hops, self.names
         )

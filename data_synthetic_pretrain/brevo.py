@@ -1,6 +1,5 @@
 """Brevo: reasoning breadth. The context lists the edges of a random DAG in random order; the query is a node and
 the answer is every node it recursively depends on, in an order where parents come first, ending with the query
-(spec data.md §2).
 
 Layout: [BOS] + (parent child)* + [9997] + query + [9998] + answer nodes + [9998]; labels are 1 from the first
 9998 on. Brevo1 uses node ids 1..N as single tokens; Brevo2 maps every node to a distinct word of 2-4 tokens over

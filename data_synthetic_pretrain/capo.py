@@ -1,5 +1,5 @@
 """Capo: knowledge capacity. Biographies of synthetic people (bioS), QA pairs about them, and prompts asking an LLM to
-write biographies (bioR) (spec data.md §4; Physics of LM Parts 3.1, 3.3 and 4.1).
+write biographies (bioR) (Physics of LM Parts 3.1, 3.3 and 4.1).
 
 The people. Person i of seed s is a pure function of (s, i): its full name is the i-th value of a keyed
 pseudo-random permutation of all 400 x 400 x 1000 first/middle/last combinations (so names are unique and no table

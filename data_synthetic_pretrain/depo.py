@@ -1,5 +1,5 @@
 """Depo: reasoning depth. The context lists the edges of a hidden cycle of words in random order; each query asks
-for the word k steps after a given word (spec data.md §1).
+for the word k steps after a given word.
 
 Layout: [BOS] + (word_a word_b)* + ([9000 + k] + word_s + [9500] + word_{s+k})*; labels are 1 on every 9500 and
 on every answer token (the targets), 0 elsewhere. Test split: n = N and k in {1, 2, 4, ..., K} (K itself added

@@ -1,15 +1,16 @@
-"""Lano: hierarchical structure. Strings sampled from deep, ambiguous, layered context-free grammars (spec data.md
-§5): the model must learn to produce strings the grammar derives; a CYK parser (lano_dp.py) checks them.
+"""Lano: hierarchical structure. Strings sampled from deep, ambiguous, layered context-free grammars (Physics of
+LM Part 1, and Lano in Part 4.1): the model must learn to produce strings the grammar derives; a CYK parser
+(lano_dp.py) checks them.
 
 Grammar model: levels 0..D; level 0 is the root, level D the terminals, and every rule of a level-a symbol is a
 sequence of level-(a+1) symbols, so every parse tree has exactly D levels of expansion. Ids: terminals 1..|T|, then
 eos/mask/sep = |T|+1..|T|+3, then the non-terminals level by level from D-1 up to the root (the largest id). The
-JSON config format is the reference's (spec §5.2), so its configs load unchanged.
+JSON config format is the original code's, so its configs (the paper's grammars) load unchanged.
 
 Record layout (our choice; the reference generator adds nothing): [BOS 9999] + string + [eos = |T|+1]; labels 0 on
 BOS and 1 on every string token and on eos, so the model also learns where strings end. The eos id is the
 grammar's own, which is the first column of the next-token tables of lano_dp.next_token_probs. Presets
-`<cfg>-tree` also put the parse tree (the reference's "seq_tree" rows, spec §5.4) under meta["tree"].
+`<cfg>-tree` also put the parse tree (the reference's "seq_tree" rows) under meta["tree"].
 """
 
 import bisect
@@ -127,7 +128,9 @@ def grammar_from_config(config: dict) -> Grammar:
     `sizes`, `idx` and `all` define the grammar; the other keys are kept as metadata."""
     for key in ("depth", "sizes", "idx", "all"):
         if key not in config:
-            raise ValueError(f"Lano config lacks the key {key!r}; expected a reference-format grammar (spec §5.2)")
+            raise ValueError(
+                f"Lano config lacks the key {key!r}; expected a reference-format grammar (depth, sizes, idx, all)"
+            )
     depth, sizes, idx, nodes = config["depth"], config["sizes"], config["idx"], config["all"]
     if not isinstance(depth, int) or depth < 1 or not len(sizes) == len(idx) == len(nodes) == depth + 1:
         raise ValueError(f"Lano config depth={depth!r}; expected an int >= 1 with depth+1 entries in sizes/idx/all")
@@ -243,7 +246,7 @@ def load_grammar(source) -> Grammar:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Building new grammars (spec §5.6), seeded by an argument
+# Building new grammars, seeded by an argument
 
 
 def level_sizes(depth: int, num_sym: int, num_sym_mode) -> list[int]:
@@ -284,7 +287,7 @@ def build_grammar(
     disallow_duplicate_seq: bool = False,
     add_len_one: bool = False,
 ) -> Grammar:
-    """A random layered grammar (the reference builder's procedure, spec §5.6, with its own random.Random(seed)).
+    """A random layered grammar (the original builder's procedure, with its own random.Random(seed)).
 
     From level D-1 up to the root, every symbol gets U{deg_min..deg_max} rules; a rule has U{len_min..len_max}
     children drawn uniformly from the next level (no child twice in a rule if disallow_duplicate_sym; a rule equal
@@ -479,7 +482,7 @@ def derive(grammar: Grammar, rng: random.Random, with_tree: bool = False):
 
 
 def tree_rows(levels) -> list[list[int]]:
-    """The reference's "seq_tree" rows (spec §5.4): per terminal, the symbol at every level from the leaf up to the
+    """The reference's "seq_tree" rows: per terminal, the symbol at every level from the leaf up to the
     root, each followed by -(2 + its position among the nodes of its level)."""
     depth = len(levels) - 1
     owner = list(range(len(levels[depth])))  # node position at the current level above each leaf

@@ -1,4 +1,4 @@
-"""Dynamic programs over Lano grammars (spec data.md §5.5): membership and one parse tree, the exact number of
+"""Dynamic programs over Lano grammars : membership and one parse tree, the exact number of
 parses, the minimum number of token substitutions that makes a string valid, and the exact next-token
 distribution (ground truth for entropy and KL).
 
@@ -398,7 +398,7 @@ def count_parses(grammar, seq) -> int:
     """The exact number of parse trees of `seq` (0 when it is not a member). The counting DP runs modulo a few
     primes and the integer is rebuilt by the Chinese remainder theorem; how many primes comes from a float64
     log-count plus a 64-bit margin. (The reference adds the children's counts of length-2 rules instead of
-    multiplying them, spec bug 19.)"""
+    multiplying them.)"""
     grammar = load_grammar(grammar)
     seq = _check_string(grammar, seq)
     log_count = _Chart(grammar, seq, _Log(probabilities=False), subtrees=True).whole()

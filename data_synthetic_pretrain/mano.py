@@ -1,5 +1,5 @@
 """Mano: knowledge manipulation. A random arithmetic expression mod 23 with l binary operators, in prefix
-notation; the model must output its value with no intermediate steps (spec data.md §3).
+notation; the model must output its value with no intermediate steps.
 
 Layout: [9999 or 9998] + [10*l + {0,1}] + expression + [10*l + 4 + {0,1}] + [5000 + value]. Operators are ids
 1-4 (+, -, *, /) or their aliases 5-8; values are 5000 + v. The {0,1} choices and the aliases are fair coins when

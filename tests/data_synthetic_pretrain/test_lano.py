@@ -43,7 +43,7 @@ from data_synthetic_pretrain.lano_dp import (
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# The tiny example of spec §5.2, written by hand in the reference format: rules by id are
+# A tiny grammar from the original builder (depth 3, three terminals), in the reference format: rules by id are
 # 13 -> 12 10 | 10 12;  10 -> 8 8 | 9 9 7;  11 -> 9 8 7 | 7 9;  12 -> 9 8 | 7 9 8;
 # 7 -> 1 2 3 | 2 2 2;  8 -> 3 1 | 1 1 3;  9 -> 2 1 | 3 2   (children are positions in the next level's list)
 TINY = {
@@ -89,7 +89,7 @@ def language(grammar):
 
 
 def tiny(which):
-    """The §5.2 example, or a random depth-3 grammar with unit and length-2/3 rules over two terminals (the seeds
+    """The tiny example, or a random depth-3 grammar with unit and length-2/3 rules over two terminals (the seeds
     0, 7, 12 give 108, 50 and 122 strings with up to 128, 4 and 9 parses)."""
     if which == "tiny":
         return load_grammar(TINY)
@@ -104,7 +104,7 @@ def test_reference_format_config_loads_with_its_rules_and_id_layout():
     assert grammar.rules[10] == ((8, 8), (9, 9, 7)) and grammar.rules[12] == ((9, 8), (7, 9, 8))
     assert grammar.rules[7] == ((1, 2, 3), (2, 2, 2)) and grammar.rules[9] == ((2, 1), (3, 2))
     assert grammar.config["disallow_duplicate_seq"] is True  # "true" strings become booleans, as in the reference
-    # the reference's sampler draws randint(0, #rules - 1) per node in pre-order: the spec's sample for Random(5)
+    # the reference's sampler draws randint(0, #rules - 1) per node in pre-order: the original's sample for Random(5)
     rng = random.Random(5)
 
     def expand(symbol):
@@ -306,7 +306,7 @@ def test_log_products_are_exact_over_a_huge_dynamic_range():
 
 
 def test_parse_counts_multiply_over_children():
-    # the reference adds the children's counts on ties (spec bug 19): here 2 * 2 parses, not 2 + 2
+    # the reference adds the children's counts on ties: here 2 * 2 parses, not 2 + 2
     config = {
         "depth": 2, "sizes": [1, 2, 1], "idx": [[6], [4, 5], [1]],
         "all": [
