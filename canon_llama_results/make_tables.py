@@ -78,6 +78,44 @@ def published_averages(rows: list[dict]) -> list[tuple[str, str, str, float]]:
     ]
 
 
+# the published result PDFs as tables: (heading, PDF CSV under published/, columns); every column of the PDFs
+# appears in one table
+HOPS = [f"{hops}-hop-{k}" for hops in (1, 2) for k in ("0k", "0.5k", "1k", "2k", "3k", "4k", "5k", "6k")]
+JRT = ["JRT(avg12)", "FDA", "FDA2", "SWDE", "SWDE2", "NQ", "NQ2", "Squad", "Squad2", "TriviaQA", "TriviaQA2", "Drop",
+       "Drop2"]  # fmt: skip
+BABILONG = ["Babilong(avg20)"] + [f"babilong-qa{qa}-{k}k" for qa in range(1, 6) for k in (0, 1, 2, 4)]
+NIAH = [f"niah-S{s}-{k}" for s in (1, 2, 3) for k in ("0.5k", "2k", "4k", "5k", "6k", "7k", "8k")]
+PDF_TABLES = [
+    ("lm-eval (accuracy %, perplexities)", "model-0", ["lm_eval(avg13)", *TASKS, *PERPLEXITIES]),
+    ("JRT (accuracy %)", "model-0", JRT),
+    ("Multi-hop retrieval, 1 and 2 hops at 0-6k tokens of context (accuracy %)", "model-0", HOPS),
+    ("BABILong qa1-qa5 at 0/1/2/4k tokens of context (accuracy %)", "model-1", BABILONG),
+    ("Needle in a haystack, NIAH-S1/S2/S3 at 0.5-8k tokens of context (accuracy %)", "model-1", NIAH),
+]
+
+
+def short_header(column: str) -> str:
+    """A column name short enough for a wide markdown table: babilong-qa1-0k -> qa1-0k, niah-S1-0.5k -> S1-0.5k."""
+    return column.removeprefix("babilong-").removeprefix("niah-")
+
+
+def pdf_tables(folder: Path, prefix: str, best: bool) -> str:
+    """Markdown tables of the published result PDFs `<prefix>_model[_best]-0/-1` (from their CSVs under
+    published/), one per group of columns."""
+    parts = []
+    for heading, page, columns in PDF_TABLES:
+        name = f"{prefix}_{page.replace('-', '_best-') if best else page}"
+        rows = read_csv(folder / "published" / f"{name}.csv")
+        labels = ["recipe", "lr"] if best else ["recipe"]
+        header = [*labels, *map(short_header, columns)]
+        parts += [
+            f"\n#### {heading}\n\n",
+            markdown_table(header, [[row[c] for c in labels] + [row[c] for c in columns] for row in rows]),
+            f"\nSource in the reference: {name}.pdf ([`published/{name}.csv`](published/{name}.csv)).\n",
+        ]
+    return "".join(parts)
+
+
 def llama_block() -> str:
     final = read_csv(LLAMA / "final_benchmarks.csv")
     best = best_over_lr(final)
@@ -113,6 +151,11 @@ def llama_block() -> str:
         csv_table(read_csv(LLAMA / "external_models.csv")),
         "\n### Training set-ups\n\n",
         csv_table(read_csv(LLAMA / "training_setups.csv")),
+        "\n### Every published result table, per run\n",
+        pdf_tables(LLAMA, "transformer", best=False),
+        "\n### Every published result table, best over learning rates\n\n",
+        "As published: each cell is the best over the run's learning rates, each average the mean of those bests.\n",
+        pdf_tables(LLAMA, "transformer", best=True),
     ]
     return "".join(parts)
 
@@ -154,6 +197,12 @@ def linear_block() -> str:
         markdown_table(["size", "Llama", "published avg13", "recomputed avg13"], checks),
         "\n### Training set-ups\n\n",
         csv_table(read_csv(LINEAR / "training_setups.csv")),
+        "\n### Every published result table, best over learning rates\n\n",
+        "As published: each cell is the best over the run's learning rates (2 or 3), each average the mean of those "
+        "bests. The per-learning-rate tables (60 runs: the 48 linear and the 12 Llama-1T runs) are in "
+        "[`published/linear_model-0.csv`](published/linear_model-0.csv) and "
+        "[`published/linear_model-1.csv`](published/linear_model-1.csv).\n",
+        pdf_tables(LINEAR, "linear", best=True),
     ]
     return "".join(parts)
 

@@ -179,7 +179,7 @@ def test_a_run_has_the_same_numbers_in_every_table():
 def test_each_curve_ends_where_the_final_table_puts_the_run(llama_curves, linear_curves):
     """The curves are the trainer's in-training evaluation, the tables a separate lm-eval run through Hugging Face in
     bf16: the last point and the table agree to a few questions, not exactly. Measured: at most 1.3 points (16 of
-    WinoGrande's 1267 questions), except COPA's 3 of 100 questions; 0.3 points on average."""
+    WinoGrande's 1267 questions), except COPA's 3 of 100 questions; 0.23 points on average."""
     tables = {row["recipe"]: row for row in [*read_table("llama", "transformer_model-0"),
                                              *read_table("linear", "linear_model-0")]}  # fmt: skip
     gaps = []
@@ -189,5 +189,5 @@ def test_each_curve_ends_where_the_final_table_puts_the_run(llama_curves, linear
             assert gap <= (3.0 if curve.task == "copa" else 1.5) + 1e-9, (curve.run, curve.task, gap)
             gaps.append(gap)
     assert len(gaps) == (16 + 48) * 13
-    assert statistics.fmean(gaps) < 0.4
+    assert statistics.fmean(gaps) < 0.3
     assert not math.isnan(sum(gaps))
