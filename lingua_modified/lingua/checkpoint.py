@@ -3,8 +3,15 @@ optimizer, params.json (the full config) and train_state_<dp rank>.json (step, d
 
 Saves are atomic: every rank writes into a hidden temporary folder and rank 0 renames it to its step name only once
 all ranks are done, so a run killed during a save leaves its newest complete checkpoint untouched and resumes from it.
+A save that does not fit on the disk is refused before writing (or, when the disk fills up during it, its partial
+files are removed) with one error naming the folder and the space; earlier checkpoints are never touched.
+
+Resuming checks every candidate newest first: a folder whose .metadata is missing or unreadable, whose DCP files are
+missing or shorter than the metadata says, or whose train_state does not parse is skipped with the reason, and moved
+aside to `corrupted-<step>` (kept for inspection, out of the way of the step's next save).
 """
 
+import errno
 import json
 import logging
 import os
@@ -24,7 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from .args import dataclass_to_dict, write_atomic
-from .distributed import barrier, get_is_master
+from .distributed import all_reduce_max, all_reduce_sum, barrier, get_is_master
 
 logger = logging.getLogger()
 
@@ -33,6 +40,11 @@ CONSOLIDATE_FOLDER = "consolidated"
 CONSOLIDATE_NAME = "consolidated.pth"
 CONFIG_NAME = "params.json"
 TRAIN_STATE_NAME = "train_state_{:05d}.json"
+MB = 2**20
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written; the earlier checkpoints are intact."""
 
 
 @dataclass
@@ -86,9 +98,24 @@ class CheckpointManager:
         barrier()
 
     def newest(self) -> Path | None:
-        """The newest checkpoint this rank can resume from."""
-        mine = [p for p in list_checkpoints(self.path) if (p / TRAIN_STATE_NAME.format(self.dp_rank)).exists()]
-        return mine[-1] if mine else None
+        """The newest checkpoint every rank can resume from. Newer ones that are incomplete or damaged are skipped
+        (all ranks agree on each verdict), logged with the reason and moved aside by rank 0."""
+        for folder in reversed(list_checkpoints(self.path)):
+            problem = checkpoint_problem(folder, self.dp_rank)
+            if not all_reduce_max(float(problem is not None)):
+                return folder
+            aside = self.path / f"corrupted-{folder.name}"
+            if get_is_master():
+                for n in range(1, 1000):
+                    if not aside.exists():
+                        break
+                    aside = self.path / f"corrupted-{folder.name}.{n}"
+                os.replace(folder, aside)
+            logger.warning(
+                f"skipped checkpoint {folder}: {problem or 'damaged on another rank'}; moved it to {aside.name}"
+            )
+            barrier()
+        return None
 
     def save(self, model, optimizer, train_state, config, step: int) -> Path:
         final = self.path / step_folder_name(step)
@@ -100,17 +127,41 @@ class CheckpointManager:
             temp.mkdir()
         barrier()
         model_sd, optim_sd = get_state_dict(model, optimizer)
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(temp))
-        write_atomic(str(temp / TRAIN_STATE_NAME.format(self.dp_rank)), json.dumps(train_state.state_dict()))
-        if get_is_master():
-            write_atomic(str(temp / CONFIG_NAME), json.dumps(dataclass_to_dict(config), indent=2))
-        barrier()
+        needed = all_reduce_sum([tensor_bytes(model_sd) + tensor_bytes(optim_sd)])[0]
+        free = shutil.disk_usage(self.path).free
+        space = f"{self.path} has {free / MB:.1f} MB free and a checkpoint needs about {needed / MB:.1f} MB"
+        if all_reduce_max(float(needed > free)):
+            self._discard(temp)
+            raise CheckpointError(f"not enough space to save checkpoint {final}: {space}")
+        error = None
+        try:
+            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(temp))
+            write_atomic(str(temp / TRAIN_STATE_NAME.format(self.dp_rank)), json.dumps(train_state.state_dict()))
+            if get_is_master():
+                write_atomic(str(temp / CONFIG_NAME), json.dumps(dataclass_to_dict(config), indent=2))
+        except (Exception, dcp.CheckpointException) as exception:  # DCP's is a BaseException, wrapping the cause
+            error = exception
+        if all_reduce_max(float(error is not None)):
+            self._discard(temp)
+            if error is not None and not is_disk_full(error):
+                raise error  # a bug, not the disk: keep its traceback
+            reason = "the disk is full" if error is not None else "it failed on another rank"
+            raise CheckpointError(
+                f"could not save checkpoint {final} ({reason}); before the save {space}; the partial files were "
+                "removed and the earlier checkpoints are intact"
+            ) from None
         if get_is_master():
             os.replace(temp, final)
             self._clean_up()
             logger.info(f"saved checkpoint {final}")
         barrier()
         return final
+
+    def _discard(self, temp: Path) -> None:
+        barrier()
+        if get_is_master():
+            shutil.rmtree(temp, ignore_errors=True)
+        barrier()
 
     def _clean_up(self) -> None:
         steps = [int(p.name) for p in list_checkpoints(self.path)]
@@ -137,6 +188,67 @@ class CheckpointManager:
             load_model_and_optimizer(model, None, init)
             logger.info(f"initialised the model from {init}")
         return None
+
+
+def checkpoint_problem(folder: Path, dp_rank: int) -> str | None:
+    """Why `folder` cannot be resumed by data-parallel rank `dp_rank`, or None when it is complete: its .metadata
+    loads, every file it points at is at least as long as the data it locates there, and the rank's train state
+    parses."""
+    if not (folder / ".metadata").is_file():
+        return "no .metadata file"
+    try:
+        metadata = dcp.FileSystemReader(str(folder)).read_metadata()
+    except Exception as error:  # unpickling damaged bytes raises anything
+        return f"its .metadata does not load ({first_line(error)})"
+    ends = {}
+    for item in metadata.storage_data.values():
+        ends[item.relative_path] = max(ends.get(item.relative_path, 0), item.offset + item.length)
+    for name, end in sorted(ends.items()):
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size < end:
+            return f"{name} is truncated ({path.stat().st_size} bytes, the metadata locates data up to byte {end})"
+    name = TRAIN_STATE_NAME.format(dp_rank)
+    try:
+        state = json.loads((folder / name).read_text())
+    except FileNotFoundError:
+        return f"no {name}"
+    except (OSError, UnicodeError, json.JSONDecodeError) as error:
+        return f"{name} does not parse ({first_line(error)})"
+    if not isinstance(state, dict) or not {"step", "acc_step", "data_loader_state", "scheduler"} <= set(state):
+        return f"{name} is not a train state (expected step, acc_step, data_loader_state and scheduler)"
+    return None
+
+
+def tensor_bytes(state) -> int:
+    """Bytes of the tensors (this rank's shards) in a nested state dict."""
+    if isinstance(state, dict):
+        return sum(tensor_bytes(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(tensor_bytes(v) for v in state)
+    if isinstance(state, torch.Tensor):
+        local = state.to_local() if hasattr(state, "to_local") else state
+        return local.numel() * local.element_size()
+    return 0
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether `error` (or one it was raised from) is the file system running out of space. torch's file writer
+    reports it as a RuntimeError about an unexpected position, without errno."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left" in str(error) or "unexpected pos" in str(error):
+            return True
+        if isinstance(error, dcp.CheckpointException):  # one (exception, traceback) per failed rank
+            return any(is_disk_full(failure[0]) for failure in error.failures.values())
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def first_line(error: BaseException | None) -> str:
+    return str(error).strip().splitlines()[0] if error is not None and str(error).strip() else ""
 
 
 def load_model_and_optimizer(model, optimizer, folder: Path) -> None:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .args import ConfigError, dataclass_from_dict, dataclass_to_dict, dump_config, merge_sources, parse_args
-from .checkpoint import CheckpointArgs, CheckpointManager, step_folder_name
+from .checkpoint import CheckpointArgs, CheckpointError, CheckpointManager, step_folder_name
 from .data import DataArgs, build_dataloader_from_args, init_dataloader_state_from_args
 from .distributed import (
     DistributedArgs,
@@ -258,7 +258,7 @@ def main(train_args_class: type[BaseTrainArgs], spec: ModelSpec, argv=None) -> i
     train. Bad input is one line on stderr and exit status 1."""
     try:
         train(parse_args(train_args_class, argv), spec)
-    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, TrainingError) as error:
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError, TrainingError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

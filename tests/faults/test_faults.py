@@ -1,0 +1,219 @@
+"""Faults injected into real training runs (real processes, signals and files), each ending in a comparison with an
+uninterrupted run of the same config: per-step losses bitwise equal, the final train states (step, data loader,
+scheduler) equal and the final consolidated weights bitwise equal.
+
+Every case first checks that its fault really happened (the exit status, the fault hook's own note, the checkpoint
+being written absent) and that the resumed process started where it should: the first step it logs is the one after
+the checkpoint it resumed from, so a run that silently restarts from step 0 fails.
+
+Kill points are drawn from a seeded RNG (SEED) once, at import, and appear in the test ids.
+"""
+
+import random
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import (
+    NODES,
+    ONE,
+    TWO,
+    assert_resumed_exactly,
+    checkpoint_steps,
+    metric_lines,
+    run,
+)
+
+SEED = 1404
+RNG = random.Random(SEED)
+
+
+def kill_steps(setup, count):
+    """Steps to kill in: after the first checkpoint (so resuming differs from restarting) and before the last step."""
+    return sorted(RNG.sample(range(setup.every + 2, setup.steps), count))
+
+
+KILLS = [(ONE, k) for k in kill_steps(ONE, 2)] + [(TWO, *kill_steps(TWO, 1)), (NODES, *kill_steps(NODES, 1))]
+SAVES = [(ONE, RNG.choice([2, 3])), (TWO, 2)]  # which save dies: the n-th one, at step n * every
+PREFETCH = RNG.randint(22, 24)  # the loader's n-th batch (see test_sigkill_in_the_data_loader_process)
+STOPS = [(name, RNG.choice([k for k in range(ONE.every + 1, ONE.steps) if k % ONE.every])) for name in ("term", "usr2")]
+NAN_STEP = RNG.choice(range(ONE.every + 1, ONE.steps + 1))
+
+
+def ids(cases):
+    return [f"{setup.name}-{point}" for setup, point in cases]
+
+
+def assert_killed(outcome, fault):
+    assert outcome.fired, f"the fault {fault} never fired:\n{outcome.stderr[-3000:]}"
+    assert outcome.returncode == -signal.SIGKILL, f"exit status {outcome.returncode}:\n{outcome.stderr[-3000:]}"
+
+
+def resume(setup, dump, data, reference, resumed_from):
+    lines_before = len(metric_lines(dump))
+    outcome = run(setup, dump, data)
+    assert outcome.returncode == 0, outcome.stderr[-3000:]
+    assert f"resumed from {dump / 'checkpoints' / f'{resumed_from:010d}'}" in outcome.output
+    assert_resumed_exactly(setup, dump, reference(setup), resumed_from, lines_before)
+    return outcome
+
+
+@pytest.mark.parametrize("setup, kill_at", KILLS, ids=ids(KILLS))
+def test_sigkill_at_a_step(setup, kill_at, tmp_path, fault_data, reference):
+    dump = tmp_path / "run"
+    outcome = run(setup, dump, fault_data, fault=f"kill:{kill_at}")
+    assert_killed(outcome, f"kill:{kill_at}")
+    # killed inside step kill_at: every checkpoint before it was written, none after
+    assert checkpoint_steps(dump) == list(range(setup.every, kill_at, setup.every))
+    assert [step for step, _ in metric_lines(dump)] == list(range(1, kill_at))
+    resume(setup, dump, fault_data, reference, (kill_at - 1) // setup.every * setup.every)
+
+
+@pytest.mark.parametrize("setup, nth", SAVES, ids=ids(SAVES))
+def test_sigkill_during_a_checkpoint_save(setup, nth, tmp_path, fault_data, reference):
+    dump = tmp_path / "run"
+    outcome = run(setup, dump, fault_data, fault=f"save:{nth}")
+    assert_killed(outcome, f"save:{nth}")
+    dying = nth * setup.every
+    # the save in progress wrote its model and optimizer files into its temporary folder, never under its step name
+    assert checkpoint_steps(dump) == list(range(setup.every, dying, setup.every))
+    partial = dump / "checkpoints" / f".partial-{dying:010d}"
+    assert (partial / ".metadata").exists() and not (dump / "checkpoints" / f"{dying:010d}").exists()
+    resume(setup, dump, fault_data, reference, dying - setup.every)
+    assert not partial.exists()  # the interrupted save's leftovers are gone
+
+
+def test_sigkill_in_the_data_loader_process(tmp_path, fault_data, reference):
+    """The background loader kills the run as it makes its n-th batch. It runs up to 16 batches ahead of training,
+    so this lands somewhere after step n - 18: with a checkpoint every 3 steps, one exists by then."""
+    setup, dump = ONE, tmp_path / "run"
+    every = ("checkpoint.dump.every=3",)
+    outcome = run(setup, dump, fault_data, *every, fault=f"prefetch:{PREFETCH}")
+    assert_killed(outcome, f"prefetch:{PREFETCH}")
+    steps = checkpoint_steps(dump)
+    assert steps and steps[-1] < setup.steps, f"checkpoints {steps}: the kill did not land inside the run"
+    lines_before = len(metric_lines(dump))
+    outcome = run(setup, dump, fault_data, *every)
+    assert outcome.returncode == 0, outcome.stderr[-3000:]
+    assert_resumed_exactly(setup, dump, reference(setup), steps[-1], lines_before)
+
+
+@pytest.mark.parametrize("name, stop_at", STOPS, ids=[f"{name}-{k}" for name, k in STOPS])
+def test_preemption_signal_checkpoints_exits_cleanly_and_resumes(name, stop_at, tmp_path, fault_data, reference):
+    setup, dump = ONE, tmp_path / "run"
+    outcome = run(setup, dump, fault_data, fault=f"{name}:{stop_at}")
+    assert outcome.fired and outcome.returncode == 0, outcome.stderr[-3000:]
+    assert f"received signal SIG{name.upper()}" in outcome.output
+    assert f"stopped on request at step {stop_at}" in outcome.output
+    # the signal's own checkpoint, off the every-6 grid, and nothing after it
+    assert checkpoint_steps(dump) == [*range(setup.every, stop_at, setup.every), stop_at]
+    assert metric_lines(dump)[-1][0] == stop_at
+    resume(setup, dump, fault_data, reference, stop_at)
+
+
+def corrupt(folder: Path, how: str) -> str:
+    """Damage a checkpoint folder; returns the reason the trainer should give for skipping it."""
+    if how == "truncated-distcp":
+        [shard] = folder.glob("*.distcp")
+        size = shard.stat().st_size
+        with open(shard, "r+b") as f:
+            f.truncate(size // 2)
+        return f"{shard.name} is truncated ({size // 2} bytes"
+    if how == "missing-metadata":
+        (folder / ".metadata").unlink()
+        return "no .metadata file"
+    (folder / "train_state_00000.json").write_text('{"step": 12, "acc_step": 0, "data_loader_st')
+    return "train_state_00000.json does not parse"
+
+
+@pytest.mark.parametrize("how", ["truncated-distcp", "missing-metadata", "bad-train-state"])
+def test_a_corrupted_newest_checkpoint_is_skipped_with_the_reason(how, tmp_path, fault_data, reference):
+    """A run stopped after step 12 whose newest checkpoint (12) was damaged afterwards: the restart resumes from
+    6, says why it skipped 12, and keeps the damaged folder aside."""
+    setup, ref = ONE, reference(ONE)
+    dump = tmp_path / "run"
+    shutil.copytree(ref.dump, dump, ignore=shutil.ignore_patterns("consolidated"))
+    for step in checkpoint_steps(dump):
+        if step > 12:
+            shutil.rmtree(dump / "checkpoints" / f"{step:010d}")
+    metrics = dump / "metrics.jsonl"
+    metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:12]))
+    reason = corrupt(dump / "checkpoints" / "0000000012", how)
+
+    outcome = resume(setup, dump, fault_data, reference, 6)
+    assert f"skipped checkpoint {dump / 'checkpoints' / '0000000012'}: {reason}" in outcome.output
+    assert (dump / "checkpoints" / "corrupted-0000000012").is_dir()
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_every_checkpoint_before_it(tmp_path, fault_data, reference):
+    setup, ref, dump = ONE, reference(ONE), tmp_path / "run"
+    outcome = run(setup, dump, fault_data, fault=f"nan:{NAN_STEP}")
+    assert outcome.fired and outcome.returncode == 1, outcome.stderr[-3000:]
+    assert f"error: loss is nan at step {NAN_STEP}" in outcome.stderr and "Traceback" not in outcome.stderr
+    # nothing of step NAN_STEP was logged or saved; every earlier checkpoint is byte for byte the reference's
+    assert [step for step, _ in metric_lines(dump)] == list(range(1, NAN_STEP))
+    assert checkpoint_steps(dump) == list(range(setup.every, NAN_STEP, setup.every))
+    for step in checkpoint_steps(dump):
+        assert_same_files(dump / "checkpoints" / f"{step:010d}", ref.dump / "checkpoints" / f"{step:010d}")
+
+
+def assert_same_files(folder: Path, reference_folder: Path) -> None:
+    """The checkpoint is complete and its data files are byte for byte the reference's (.metadata and params.json
+    hold the run's own paths)."""
+    from lingua.checkpoint import checkpoint_problem
+
+    assert checkpoint_problem(folder, 0) is None
+    names = sorted(p.name for p in reference_folder.iterdir() if p.is_file())
+    assert names == sorted(p.name for p in folder.iterdir() if p.is_file())
+    for name in names:
+        if name not in (".metadata", "params.json"):
+            assert (folder / name).read_bytes() == (reference_folder / name).read_bytes(), f"{folder / name} differs"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """mount(size) -> a fresh tmpfs of that size under tmp_path (root only), unmounted afterwards."""
+    mounted = []
+
+    def mount(size: str) -> Path:
+        target = tmp_path / f"disk{len(mounted)}"
+        target.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)],
+                                capture_output=True, text=True)  # fmt: skip
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'mount failed'}); needs root")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in mounted:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@pytest.mark.parametrize("how", ["before", "during"])
+def test_a_full_disk_stops_with_one_clear_error_and_keeps_earlier_checkpoints(how, small_disk, fault_data, reference):
+    """before: a 6 MB disk holds two checkpoints (2.3 MB each); the third is refused before anything is written.
+    during: the disk fills up while the second save writes (the fault hook takes all the free space)."""
+    setup, ref = ONE, reference(ONE)
+    disk = small_disk("6m" if how == "before" else "32m")
+    dump = disk / "run"
+    outcome = run(setup, dump, fault_data, fault="fill:2" if how == "during" else "")
+    assert outcome.returncode == 1, outcome.stderr[-3000:]
+    failed = 3 if how == "before" else 2
+    wanted = f"error: {'not enough space to' if how == 'before' else 'could not'} save checkpoint"
+    error_lines = [line for line in outcome.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and error_lines[0].startswith(wanted), outcome.stderr[-3000:]
+    assert f"{dump / 'checkpoints' / f'{failed * setup.every:010d}'}" in error_lines[0]
+    assert (
+        f"{dump / 'checkpoints'} has " in error_lines[0] and " MB free and a checkpoint needs about " in error_lines[0]
+    )
+    if how == "during":
+        assert "the disk is full" in error_lines[0] and outcome.fired
+    assert "Traceback" not in outcome.stderr
+    assert checkpoint_steps(dump) == list(range(setup.every, failed * setup.every, setup.every))
+    assert not list((dump / "checkpoints").glob(".partial-*"))
+    for step in checkpoint_steps(dump):
+        assert_same_files(dump / "checkpoints" / f"{step:010d}", ref.dump / "checkpoints" / f"{step:010d}")
