@@ -1,11 +1,8 @@
 """apps/main/configs/eval.yaml and apps/gla/configs/eval.yaml: they load strictly, list exactly the recipes' lm-eval
-tasks (all known to lm-eval), and evaluate a consolidated or a DCP checkpoint from the command line. The example
-training configs' eval sections load strictly too."""
+tasks (all known to lm-eval), and evaluate a checkpoint from the command line (a DCP checkpoint straight from
+training: tests/setup/test_walkthrough.py). The example training configs' eval sections load strictly too."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -90,34 +87,13 @@ def cpu_overrides(task_dir: Path) -> list[str]:
             "harness.bootstrap_iters=0", "generator.device=cpu", "generator.dtype=fp32", "validation=null"]  # fmt: skip
 
 
-def test_a_consolidated_checkpoint_is_evaluated_from_the_command_line(lingua_checkpoint, task_dir, tmp_path):
+@pytest.mark.parametrize("app", ["main", "gla"])
+def test_a_consolidated_checkpoint_is_evaluated_from_the_command_line(app, lingua_checkpoint, task_dir, tmp_path):
     folder = lingua_checkpoint()
     out, log = tmp_path / "evals", tmp_path / "run"
-    arguments = [f"config={EVAL_YAMLS['main']}", f"ckpt_dir={folder}", f"dump_dir={out}", f"metric_log_dir={log}"]
-    assert main([*arguments, *cpu_overrides(task_dir)]) == 0
+    arguments = [f"config={EVAL_YAMLS[app]}", f"ckpt_dir={folder}", f"dump_dir={out}", f"metric_log_dir={log}"]
+    assert {"main": main, "gla": gla_eval_main}[app]([*arguments, *cpu_overrides(task_dir)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert 0 <= results["results"]["tiny_mc"]["acc,none"] <= 1
     (line,) = [json.loads(x) for x in (log / "metrics.eval.jsonl").read_text().splitlines()]
     assert line["global_step"] == 10 and line["tiny_mc"] == results["results"]["tiny_mc"]  # the step of the folder
-
-
-def test_a_dcp_checkpoint_is_consolidated_then_evaluated(data, task_dir, tmp_path):
-    run = tmp_path / "run"
-    train = [sys.executable, "-m", "apps.main.train", f"config={DEBUG_YAML}", f"dump_dir={run}",
-             f"data.root_dir={data / 'data'}", "steps=2", "checkpoint.dump.every=2", "model.n_layers=1",
-             "model.dim=32", "data.load_async=false"]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(LINGUA_ROOT), OMP_NUM_THREADS="1")
-    result = subprocess.run(train, cwd=LINGUA_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    step = run / "checkpoints" / "0000000002"
-    assert (step / ".metadata").is_file()
-    if (step / "consolidated").exists():  # the run's final save may consolidate; evaluate the DCP files regardless
-        for path in (step / "consolidated").iterdir():
-            path.unlink()
-        (step / "consolidated").rmdir()
-    out = tmp_path / "evals"
-    arguments = [f"config={EVAL_YAMLS['gla']}", f"ckpt_dir={step}", f"dump_dir={out}", f"metric_log_dir={run}"]
-    assert gla_eval_main([*arguments, *cpu_overrides(task_dir)]) == 0
-    assert (step / "consolidated" / "consolidated.pth").is_file()
-    (line,) = [json.loads(x) for x in (run / "metrics.eval.jsonl").read_text().splitlines()]
-    assert line["global_step"] == 2 and 0 <= line["tiny_mc"]["acc,none"] <= 1
