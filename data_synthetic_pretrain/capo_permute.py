@@ -57,19 +57,25 @@ def count_word(text: str, word: str) -> int:
 
 def clean(text: str) -> str:
     """One line, single spaces, without the "(50 words)" tag LLMs copied from their prompts."""
-    if "  " in text or "\n" in text or "(50 words)" in text or text != text.strip() or "\t" in text or "\r" in text:
+    messy = not text or text[0].isspace() or text[-1].isspace() or "  " in text or "\n" in text or "\t" in text
+    if messy or "\r" in text or "(50 words)" in text:  # most texts are clean: a few substring tests say so
         return " ".join(text.replace("(50 words)", " ").split())
     return text
 
 
 SUBJECTS = ("the person", "she", "he", "they")  # in order of preference
+_SUBJECT_FORMS = tuple((word, f" {word} ", f"{word} ") for word in SUBJECTS)
 
 
 def find_reference(text: str, first: str, middle: str, last: str) -> tuple[str | None, str | None]:
     """(subject, short name) by which the text refers to its person besides the full name: "the person", "she", "he",
     "they" or None, and the short name it uses or None (see the module docstring)."""
     lower = text.lower()
-    subject = next((w for w in SUBJECTS if f" {w} " in lower or lower.startswith(f"{w} ")), None)
+    subject = None
+    for word, inside, opening in _SUBJECT_FORMS:
+        if inside in lower or lower.startswith(opening):
+            subject = word
+            break
     first_count = count_word(text, first)
     if first_count >= 3:
         return subject, first
@@ -81,6 +87,7 @@ def find_reference(text: str, first: str, middle: str, last: str) -> tuple[str |
 
 
 _STEMS = tuple(a.removesuffix(".") for a in ABBREVIATIONS)
+_TAILS = {stem[-2:] for stem in _STEMS}  # a cheap first test: a sentence can only end in a stem with these two letters
 
 
 def split_sentences(text: str, abbreviations=ABBREVIATIONS) -> list[str]:
@@ -89,7 +96,8 @@ def split_sentences(text: str, abbreviations=ABBREVIATIONS) -> list[str]:
     if text.endswith("."):
         text = text[:-1]
     pieces = text.split(". ")
-    if not any(piece.endswith(stems) for piece in pieces):
+    tails = _TAILS if abbreviations is ABBREVIATIONS else {stem[-2:] for stem in stems}
+    if not any([piece[-2:] in tails for piece in pieces]) or not any([piece.endswith(stems) for piece in pieces]):
         return pieces
     sentences, pending = [], None
     for piece in pieces:
@@ -147,14 +155,18 @@ def permute_biography(
                     candidates += (
                         ["The person", "the person"] if subject == "the person" else [subject.title(), subject]
                     )
-                candidates += [p.format(f=first, m=middle, l=last) for p in PARTIAL_NAMES]
             for candidate in candidates:
                 at = find_word(head, candidate)
                 if at >= 0:
-                    head = head[:at] + full + head[at + len(candidate) :]
                     break
-            else:
-                continue
+            else:  # the partial names come last (and are made only when needed)
+                for candidate in (p.format(f=first, m=middle, l=last) for p in PARTIAL_NAMES):
+                    at = find_word(head, candidate)
+                    if at >= 0:
+                        break
+                else:
+                    continue
+            head = head[:at] + full + head[at + len(candidate) :]
         order[0] = head
         if pronoun:
             for i in range(1, len(order)):
