@@ -15,7 +15,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.cache_utils import DynamicCache
+
+from .transformers_compat import DynamicCache
 
 try:
     from causal_conv1d import causal_conv1d_fn
@@ -377,8 +378,13 @@ class CanonCache(DynamicCache):
         self._map_states(lambda s: s[indices])
 
     def reset(self):
-        super().reset()
+        if hasattr(super(), "reset"):  # not on every transformers release's DynamicCache
+            super().reset()
         self._map_states(torch.zeros_like)
+
+    @property
+    def is_croppable(self) -> bool:
+        return not self.canon_states and getattr(super(), "is_croppable", True)
 
     def crop(self, *args, **kwargs):
         if self.canon_states:

@@ -1,12 +1,12 @@
 """Configuration of LlamaCanon: a Llama decoder with Canon layers, QK-norm and partial RoPE."""
 
-from transformers import PretrainedConfig
+from .transformers_compat import PreTrainedConfig, cache_keys
 
 CANON_SITES = "ABCD"
 ROPE_VERSIONS = ("huggingface", "lingua")
 
 
-class LlamaCanonConfig(PretrainedConfig):
+class LlamaCanonConfig(PreTrainedConfig):
     """Llama fields (transformers' defaults) plus the Canon, QK-norm and RoPE-layout switches.
 
     `rope_dim` is the single source of truth for partial RoPE: `partial_rotary_factor` is derived from it
@@ -14,7 +14,7 @@ class LlamaCanonConfig(PretrainedConfig):
     """
 
     model_type = "LlamaCanon"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = cache_keys()
     base_model_tp_plan = {
         "layers.*.self_attn.q_proj": "colwise",
         "layers.*.self_attn.k_proj": "colwise",

@@ -24,12 +24,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     prompts = args.prompt or ["Physics of Language Models studies"]
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(args.model, trust_remote_code=False)  # a tokenizer runs no custom code
     model = AutoModelForCausalLM.from_pretrained(args.model, trust_remote_code=True).to(args.device).eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    batch = tokenizer(prompts, return_tensors="pt", padding=True).to(args.device)
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, return_token_type_ids=False).to(args.device)
     sampling = dict(do_sample=True, temperature=0.7, top_p=0.9) if args.sample else dict(do_sample=False)
     with torch.no_grad():
         output = model.generate(

@@ -12,16 +12,25 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.cache_utils import DynamicCache
 from transformers.generation import GenerationMixin
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.modeling_utils import PreTrainedModel
 
 from .canon_helper import CanonCache, ShortConvolution, canon_swiglu, create_canon, norm_canon, rms_normalize, upcast
 from .configuration_llama_canon import LlamaCanonConfig
+from .transformers_compat import (
+    CACHE_NAME,
+    DynamicCache,
+    GradientCheckpointingLayer,
+    attention_function,
+    cache_keys,
+    init,
+    pick_cache,
+    repeat_kv,
+    returned_cache,
+    with_cache,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Norm and rotary embeddings
@@ -133,32 +142,24 @@ class LlamaCanonMLP(nn.Module):
         if "D" in config.canon_set:
             self.canonD = create_canon(2 * config.intermediate_size, config)
 
-    def forward(self, x, canon_mask=None, past_key_values=None):
+    def forward(self, x, canon_mask=None, cache=None):
         canon = getattr(self, "canonD", None)
         if canon is None:
             return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
-        if past_key_values is None:  # training-style call: [gate | up] from one GEMM
+        if cache is None:  # training-style call: [gate | up] from one GEMM
             gate_up = _project_concat(x, self.gate_proj, self.up_proj)
-            if self.is_swiglu and _can_fuse(canon, canon_mask, past_key_values, x):
+            if self.is_swiglu and _can_fuse(canon, canon_mask, cache, x):
                 # Canon-D and SwiGLU fused, recomputed in backward
                 return self.down_proj(canon_swiglu(gate_up, canon.weight[:, 0, :], canon.residual))
         else:  # decoding keeps two GEMMs rather than re-concatenating the weights for every token
             gate_up = torch.cat((self.gate_proj(x), self.up_proj(x)), dim=-1)
-        gate, up = _apply_canon(canon, gate_up, "canonD", self.layer_idx, canon_mask, past_key_values).chunk(2, dim=-1)
+        gate, up = _apply_canon(canon, gate_up, "canonD", self.layer_idx, canon_mask, cache).chunk(2, dim=-1)
         return self.down_proj(self.act_fn(gate) * up)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Attention with QK-norm and Canon-B
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def repeat_kv(hidden_states, n_rep):
-    """[B, KV, S, hd] -> [B, KV * n_rep, S, hd], each kv head repeated for its group of query heads."""
-    if n_rep == 1:
-        return hidden_states
-    B, KV, S, hd = hidden_states.shape
-    return hidden_states[:, :, None].expand(B, KV, n_rep, S, hd).reshape(B, KV * n_rep, S, hd)
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -198,11 +199,18 @@ class LlamaCanonAttention(nn.Module):
             self.canonB = create_canon(sum(self.split_sizes), config)
 
     def forward(
-        self, hidden_states, position_embeddings, attention_mask=None, canon_mask=None, past_key_values=None, **kwargs
+        self,
+        hidden_states,
+        position_embeddings,
+        attention_mask=None,
+        canon_mask=None,
+        cache=None,
+        output_attentions=False,
+        **kwargs,
     ):
         B, T, _ = hidden_states.shape
         canon = getattr(self, "canonB", None)
-        if canon is not None and past_key_values is None and not self.config.qk_norm:
+        if canon is not None and cache is None and not self.config.qk_norm:
             # training-style call: [q | k | v] straight from one GEMM (decoding would re-concatenate the weights for
             # every token, so it keeps three)
             qkv = _project_concat(hidden_states, self.q_proj, self.k_proj, self.v_proj)
@@ -213,17 +221,18 @@ class LlamaCanonAttention(nn.Module):
             if canon is not None:
                 qkv = torch.cat((q, k, v), dim=-1)
         if canon is not None:
-            qkv = _apply_canon(canon, qkv, "canonB", self.layer_idx, canon_mask, past_key_values)
+            qkv = _apply_canon(canon, qkv, "canonB", self.layer_idx, canon_mask, cache)
             q, k, v = qkv.split(self.split_sizes, dim=-1)
         q = q.reshape(B, T, -1, self.head_dim).transpose(1, 2)
         k = k.reshape(B, T, -1, self.head_dim).transpose(1, 2)
         v = v.reshape(B, T, -1, self.head_dim).transpose(1, 2)
         cos, sin = position_embeddings
         q, k = apply_rotary_pos_emb(q, k, cos, sin, rope_version=self.config.rope_version)
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
-        implementation = self.config._attn_implementation or "sdpa"
-        attention = eager_attention_forward if implementation == "eager" else ALL_ATTENTION_FUNCTIONS[implementation]
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
+        # attention weights exist only in the eager computation, so a call that asks for them runs it
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention = attention_function(implementation, eager_attention_forward)
         out, weights = attention(
             self,
             q,
@@ -269,23 +278,24 @@ class LlamaCanonDecoderLayer(GradientCheckpointingLayer):
         position_embeddings=None,
         attention_mask=None,
         canon_mask=None,
-        past_key_values=None,
+        cache=None,
         **kwargs,
     ):
+        """Returns (hidden_states, attention weights or None)."""
         kwargs.pop("use_cache", None)
         kwargs.pop("position_ids", None)
-        n = self._norm_then_canon(hidden_states, self.input_layernorm, "canonA", canon_mask, past_key_values)
-        attn_out, _ = self.self_attn(
+        n = self._norm_then_canon(hidden_states, self.input_layernorm, "canonA", canon_mask, cache)
+        attn_out, attn_weights = self.self_attn(
             n,
             position_embeddings=position_embeddings,
             attention_mask=attention_mask,
             canon_mask=canon_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             **kwargs,
         )
         hidden_states = hidden_states + attn_out
-        m = self._norm_then_canon(hidden_states, self.post_attention_layernorm, "canonC", canon_mask, past_key_values)
-        return hidden_states + self.mlp(m, canon_mask=canon_mask, past_key_values=past_key_values)
+        m = self._norm_then_canon(hidden_states, self.post_attention_layernorm, "canonC", canon_mask, cache)
+        return hidden_states + self.mlp(m, canon_mask=canon_mask, cache=cache), attn_weights
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -298,7 +308,7 @@ class LlamaCanonPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["LlamaCanonDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = cache_keys()
     _supports_flash_attn = True
     _supports_flash_attn_2 = True
     _supports_sdpa = True
@@ -359,34 +369,48 @@ class LlamaCanonModel(LlamaCanonPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.embed_tokens = value
+
     def forward(
         self,
         input_ids=None,
         attention_mask=None,
         position_ids=None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds=None,
         use_cache=None,
+        output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
+        past_key_values=None,
         **kwargs,
     ):
+        """The decoder stack. The decode cache comes as `cache` or, as older callers name it, `past_key_values`."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("LlamaCanonModel needs exactly one of input_ids or inputs_embeds")
+        config = self.config
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = config.return_dict if return_dict is None else return_dict
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
+        cache = pick_cache(cache, past_key_values)
+        use_cache = config.use_cache if use_cache is None else use_cache
         if self.gradient_checkpointing and self.training:
             use_cache = False
-        if use_cache and past_key_values is None and not self.training:
-            past_key_values = CanonCache()  # training forwards keep no cache (and use the recomputing fusions)
-        if past_key_values is not None and self.config.canon_set and not isinstance(past_key_values, CanonCache):
+        if use_cache and cache is None and not self.training:
+            cache = CanonCache()  # training forwards keep no cache (and use the recomputing fusions)
+        if cache is not None and config.canon_set and not isinstance(cache, CanonCache):
             raise TypeError(
-                f"LlamaCanon with canon_set={self.config.canon_set!r} keeps Canon conv states in a CanonCache; got "
-                f"{type(past_key_values).__name__}. Pass past_key_values=CanonCache() or let generate() create it."
+                f"LlamaCanon with canon_set={config.canon_set!r} keeps Canon conv states in a CanonCache; got "
+                f"{type(cache).__name__}. Pass a CanonCache() as the cache or let generate() create it."
             )
         batch, length = inputs_embeds.shape[:2]
-        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        past = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
             position_ids = torch.arange(past, past + length, device=inputs_embeds.device)[None]
 
@@ -400,7 +424,7 @@ class LlamaCanonModel(LlamaCanonPreTrainedModel):
             if not bool(attention_mask.all()):
                 mask_2d = attention_mask
                 canon_mask = attention_mask[:, -length:]
-        implementation = self.config._attn_implementation or "sdpa"
+        implementation = "eager" if output_attentions else (config._attn_implementation or "sdpa")
         if attention_mask is not None and attention_mask.ndim == 4:
             causal_mask = attention_mask
         else:
@@ -411,25 +435,32 @@ class LlamaCanonModel(LlamaCanonPreTrainedModel):
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids)
         all_hidden_states = [] if output_hidden_states else None
+        all_attentions = [] if output_attentions else None
         for layer in self.layers:
             if all_hidden_states is not None:
                 all_hidden_states.append(hidden_states)
-            hidden_states = layer(
+            hidden_states, attn_weights = layer(
                 hidden_states,
                 position_embeddings=position_embeddings,
                 attention_mask=causal_mask,
                 canon_mask=canon_mask,
-                past_key_values=past_key_values,
+                cache=cache,
+                output_attentions=output_attentions,
                 **kwargs,
             )
+            if all_attentions is not None:
+                all_attentions.append(attn_weights)
         hidden_states = self.norm(hidden_states)
         if all_hidden_states is not None:
             all_hidden_states.append(hidden_states)
-        return BaseModelOutputWithPast(
+        output = with_cache(
+            BaseModelOutputWithPast,
+            cache if use_cache else None,
             last_hidden_state=hidden_states,
-            past_key_values=past_key_values if use_cache else None,
             hidden_states=tuple(all_hidden_states) if all_hidden_states is not None else None,
+            attentions=tuple(all_attentions) if all_attentions is not None else None,
         )
+        return output if return_dict else output.to_tuple()
 
 
 class LlamaCanonForCausalLM(LlamaCanonPreTrainedModel, GenerationMixin):
@@ -442,28 +473,50 @@ class LlamaCanonForCausalLM(LlamaCanonPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    def get_input_embeddings(self):
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    @property
+    def _is_stateful(self):
+        """Canon conv states keep only the last K-1 inputs, so a cache cannot be rolled back: generate() refuses
+        assisted decoding up front for such models."""
+        return bool(self.config.canon_set)
+
     def forward(
         self,
         input_ids=None,
         attention_mask=None,
         position_ids=None,
-        past_key_values=None,
+        cache=None,
         inputs_embeds=None,
         labels=None,
         use_cache=None,
+        output_attentions=None,
         output_hidden_states=None,
         return_dict=None,
         logits_to_keep=0,
+        past_key_values=None,
         **kwargs,
     ):
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=pick_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -472,19 +525,24 @@ class LlamaCanonForCausalLM(LlamaCanonPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        result = CausalLMOutputWithPast(
+        output = with_cache(
+            CausalLMOutputWithPast,
+            returned_cache(outputs),
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
         )
-        return result if return_dict is not False else result.to_tuple()
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        return output if return_dict else output.to_tuple()
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
-        """generate() builds a plain DynamicCache; Canon models need the CanonCache that also holds conv states."""
+        """generate() builds a plain DynamicCache (or, for models it takes as stateful, none); Canon models need the
+        CanonCache that also holds conv states."""
         super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
-        if type(model_kwargs.get("past_key_values")) is DynamicCache:
-            model_kwargs["past_key_values"] = CanonCache()
+        built = model_kwargs.get(CACHE_NAME)
+        if generation_config.use_cache is not False and (built is None or type(built) is DynamicCache):
+            model_kwargs[CACHE_NAME] = CanonCache()
 
     # ------------------------------------------------------------------------------------------------------------
     # Lingua bridge
@@ -689,6 +747,8 @@ def find_lingua_folder(path, variant, kwargs):
 
     Raises a clear error for a local folder that is neither.
     """
+    if path is None:  # config + state_dict given directly: nothing to look up
+        return None
     path = os.fspath(path)
     subfolder = variant or "default"
     if os.path.isdir(path):

@@ -1,13 +1,12 @@
 """Configuration of GatedDeltaNetCanon: Gated DeltaNet with Canon layers ("GDN2" in the recipes)."""
 
-from transformers import PretrainedConfig
-
 from .canon_fields import auto_map, check_choice, set_canon_fields
+from .transformers_compat import PreTrainedConfig, cache_keys
 
 ATTN_MODES = ("chunk", "fused_recurrent")  # one computation here; kept for config compatibility
 
 
-class GatedDeltaNetCanonConfig(PretrainedConfig):
+class GatedDeltaNetCanonConfig(PreTrainedConfig):
     """Every field and default of the reference config; the published `*_model_HF.json` files load unchanged.
 
     An optional `mlp_type="mlp10"` (an extra attribute, as in the reference) makes the MLP width 2 * hidden_size.
@@ -15,7 +14,7 @@ class GatedDeltaNetCanonConfig(PretrainedConfig):
     """
 
     model_type = "GatedDeltaNetCanon"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = cache_keys()
 
     def __init__(
         self,

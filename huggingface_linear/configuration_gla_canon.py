@@ -1,13 +1,12 @@
 """Configuration of GLACanon: gated linear attention (GLA) with Canon layers ("GLA5" in the recipes)."""
 
-from transformers import PretrainedConfig
-
 from .canon_fields import auto_map, check_choice, check_divisible, set_canon_fields
+from .transformers_compat import PreTrainedConfig, cache_keys
 
 ATTN_MODES = ("chunk", "fused_recurrent", "fused_chunk")  # one computation here; kept for config compatibility
 
 
-class GLACanonConfig(PretrainedConfig):
+class GLACanonConfig(PreTrainedConfig):
     """Every field and default of the reference config; the published `*_model_HF.json` files load unchanged.
 
     Read by the model: sizes, expand_k/expand_v, num_heads, feature_map, use_short_conv/conv_size, use_output_gate,
@@ -18,7 +17,7 @@ class GLACanonConfig(PretrainedConfig):
     """
 
     model_type = "GLACanon"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = cache_keys()
 
     def __init__(
         self,

@@ -2,12 +2,11 @@
 
 import math
 
-from transformers import PretrainedConfig
-
 from .canon_fields import auto_map, check_choice, check_divisible, set_canon_fields
+from .transformers_compat import PreTrainedConfig
 
 
-class Mamba2CanonConfig(PretrainedConfig):
+class Mamba2CanonConfig(PreTrainedConfig):
     """Every field and default of the reference config; the published `*_model_HF.json` files load unchanged.
 
     `mlp_type="mlp10"` adds a gated MLP of width `intermediate_size` (None: 2 * hidden_size) after the mixer; without
@@ -70,7 +69,7 @@ class Mamba2CanonConfig(PretrainedConfig):
         self.time_step_min = time_step_min
         self.time_step_max = time_step_max
         self.time_step_floor = time_step_floor
-        self.time_step_limit = time_step_limit
+        self.time_step_limit = tuple(time_step_limit)  # JSON gives a list back
         self.rescale_prenorm_residual = rescale_prenorm_residual
         self.use_cache = use_cache
         self.rms_norm = rms_norm

@@ -14,12 +14,19 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import initialization as init
-from transformers.cache_utils import Cache
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from .canon_helper import ShortConvolution, canon_swiglu, norm_canon, rms_normalize
+from .transformers_compat import (
+    CACHE_NAME,
+    Cache,
+    GradientCheckpointingLayer,
+    init,
+    init_cache_base,
+    pick_cache,
+    returned_cache,
+    with_cache,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Decode cache
@@ -36,9 +43,9 @@ class LinearCanonCache(Cache):
     """
 
     def __init__(self):
-        super().__init__(layers=[])
+        init_cache_base(self)
         self.states: dict[tuple[int, str], torch.Tensor] = {}
-        self.seen_tokens = 0
+        self.tokens_seen = 0
 
     def get_state(self, layer_idx: int, name: str):
         return self.states.get((layer_idx, name))
@@ -56,10 +63,10 @@ class LinearCanonCache(Cache):
         return state
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.seen_tokens
+        return self.tokens_seen
 
     def has_previous_state(self, layer_idx=None, state_idx=None) -> bool:
-        return self.seen_tokens > 0
+        return self.tokens_seen > 0
 
     @property
     def is_compileable(self) -> bool:
@@ -87,7 +94,7 @@ class LinearCanonCache(Cache):
 
     def reset(self):
         self.states = {}
-        self.seen_tokens = 0
+        self.tokens_seen = 0
 
     def crop(self, tokens_to_remove: int):
         raise NotImplementedError(
@@ -259,19 +266,27 @@ def copy_full(param: torch.Tensor, value: torch.Tensor) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def prepare_cache(model, past_key_values, use_cache):
+def prepare_cache(model, cache, use_cache):
     """The cache of this call: the one given, a new one for cached inference, or None (training)."""
     use_cache = model.config.use_cache if use_cache is None else use_cache
-    if model.training and past_key_values is None:
+    if model.training and cache is None:
         use_cache = False
-    if past_key_values is not None and not isinstance(past_key_values, LinearCanonCache):
+    if cache is not None and not isinstance(cache, LinearCanonCache):
         raise TypeError(
             f"{type(model).__name__} keeps recurrent and conv states in a LinearCanonCache; got "
-            f"{type(past_key_values).__name__}. Pass past_key_values=LinearCanonCache() or let generate() create it."
+            f"{type(cache).__name__}. Pass a LinearCanonCache() as the cache or let generate() create it."
         )
-    if use_cache and past_key_values is None:
-        past_key_values = LinearCanonCache()
-    return past_key_values
+    if use_cache and cache is None:
+        cache = LinearCanonCache()
+    return cache
+
+
+def refuse_packed_sequences(cu_seqlens):
+    if cu_seqlens is not None:
+        raise ValueError(
+            "cu_seqlens (several sequences packed into one row) is not supported by these models; pass the sequences "
+            "as a batch with an attention_mask instead"
+        )
 
 
 def token_mask(attention_mask, batch, length, past):
@@ -320,17 +335,25 @@ class LinearCanonBackboneMixin:
         input_ids=None,
         attention_mask=None,
         inputs_embeds=None,
-        past_key_values=None,
+        cache=None,
         use_cache=None,
         output_hidden_states=None,
         return_dict=None,
+        past_key_values=None,
+        cu_seqlens=None,
         **kwargs,
     ):
+        """The blocks. The decode cache comes as `cache` or, as older callers name it, `past_key_values`."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError(f"{type(self).__name__} needs exactly one of input_ids or inputs_embeds")
+        refuse_packed_sequences(cu_seqlens)
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         if inputs_embeds is None:
             inputs_embeds = self.embeddings(input_ids)
-        cache = prepare_cache(self, past_key_values, use_cache)
+        cache = prepare_cache(self, pick_cache(cache, past_key_values), use_cache)
         batch, length = inputs_embeds.shape[:2]
         past = 0 if cache is None else cache.get_seq_length()
         mask = token_mask(attention_mask, batch, length, past)
@@ -344,12 +367,14 @@ class LinearCanonBackboneMixin:
         if all_hidden is not None:
             all_hidden.append(hidden)
         if cache is not None:
-            cache.seen_tokens += length
-        return BaseModelOutputWithPast(
+            cache.tokens_seen += length
+        output = with_cache(
+            BaseModelOutputWithPast,
+            cache,
             last_hidden_state=hidden,
-            past_key_values=cache,
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
         )
+        return output if return_dict else output.to_tuple()
 
 
 class LinearCanonLMMixin:
@@ -375,29 +400,40 @@ class LinearCanonLMMixin:
     def set_input_embeddings(self, value):
         getattr(self, self.base_model_prefix).embeddings = value
 
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
     def forward(
         self,
         input_ids=None,
         attention_mask=None,
         inputs_embeds=None,
-        past_key_values=None,
+        cache=None,
         labels=None,
         use_cache=None,
         output_hidden_states=None,
         return_dict=None,
         logits_to_keep=0,
-        num_logits_to_keep=None,
+        past_key_values=None,
         cache_params=None,
+        num_logits_to_keep=None,
+        cu_seqlens=None,
         **kwargs,
     ):
-        """`num_logits_to_keep` (GLA's name) and `cache_params` (Mamba2's name) are accepted as aliases."""
+        """`past_key_values` / `cache_params` (older and Mamba2 callers) name the cache too; `num_logits_to_keep`
+        (older callers) is `logits_to_keep`."""
+        refuse_packed_sequences(cu_seqlens)
         outputs = getattr(self, self.base_model_prefix)(
             input_ids=input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
-            past_key_values=past_key_values if past_key_values is not None else cache_params,
+            cache=pick_cache(pick_cache(cache, past_key_values), cache_params),
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         keep = num_logits_to_keep if num_logits_to_keep is not None else logits_to_keep
         keep = slice(-keep, None) if isinstance(keep, int) else keep
@@ -407,20 +443,25 @@ class LinearCanonLMMixin:
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        result = CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+        output = with_cache(
+            CausalLMOutputWithPast,
+            returned_cache(outputs),
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
         )
-        return result if return_dict is not False else result.to_tuple()
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        return output if return_dict else output.to_tuple()
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
-        given = model_kwargs.get("past_key_values")
+        given = model_kwargs.get(CACHE_NAME)
         if given is not None:
             if not isinstance(given, LinearCanonCache):
-                raise TypeError(f"past_key_values must be a LinearCanonCache; got {type(given).__name__}")
+                raise TypeError(f"the cache must be a LinearCanonCache; got {type(given).__name__}")
             given._is_user_defined = True
             return
         if generation_config.use_cache is not False:
-            model_kwargs["past_key_values"] = LinearCanonCache()
+            model_kwargs[CACHE_NAME] = LinearCanonCache()
 
     def load_from_lingua_state(self, state_dict):
         """Load a Lingua `LMTransformer` state dict: names are "trans." + this model's names (spec 7.1). Strict: one
@@ -440,7 +481,7 @@ class LinearCanonLMMixin:
         `consolidated.pth`, variant "default" unless given; the folder itself also works). For Lingua folders the
         config comes from `build_config_from_yaml(params["model"])`; `dtype` and `device_map` (a device) apply."""
         folder = None
-        if os.path.isdir(pretrained_model_name_or_path):
+        if pretrained_model_name_or_path is not None and os.path.isdir(pretrained_model_name_or_path):
             if not os.path.isfile(os.path.join(pretrained_model_name_or_path, "config.json")):
                 folder = find_lingua_folder(pretrained_model_name_or_path, variant)
         if folder is None:

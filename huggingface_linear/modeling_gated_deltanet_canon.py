@@ -31,6 +31,7 @@ from .linear_common import (
     swiglu_down,
 )
 from .linear_recurrences import gated_delta_rule
+from .transformers_compat import cache_keys
 
 A_INIT_RANGE = (0.0, 16.0)  # A ~ U(0, 16), A_log = log A (the reference's GDN; Mamba2 uses U(1, 16))
 DT_INIT = (0.001, 0.1, 1e-4)  # dt log-uniform in [0.001, 0.1], floored at 1e-4 (hard-coded in the reference)
@@ -143,7 +144,7 @@ class GatedDeltaNetCanonPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["GatedDeltaNetCanonBlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = cache_keys()
     _supports_cache_class = True
 
     def _init_weights(self, module):

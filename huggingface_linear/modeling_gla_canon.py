@@ -31,6 +31,7 @@ from .linear_common import (
     swiglu_down,
 )
 from .linear_recurrences import gla
+from .transformers_compat import cache_keys
 
 GATE_RANK = 16  # rank of the forget-gate projection gk_proj (always low-rank)
 GATE_LOGIT_NORMALIZER = 16  # log decay = logsigmoid(gk_proj(x)) / 16
@@ -137,7 +138,7 @@ class GLACanonPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["GLABlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = cache_keys()
     _supports_cache_class = True
 
     def _init_weights(self, module):

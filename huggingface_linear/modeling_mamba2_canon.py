@@ -11,9 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import initialization as init
 from transformers.generation import GenerationMixin
-from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import PreTrainedModel
 
 from .canon_helper import create_canon, upcast
@@ -33,6 +31,7 @@ from .linear_common import (
     swiglu_down,
 )
 from .linear_recurrences import ssd
+from .transformers_compat import GradientCheckpointingLayer, cache_keys, init
 
 A_INIT_RANGE = (1.0, 16.0)  # A ~ U(1, 16), A_log = log A (the reference's Mamba2; its GDN uses U(0, 16))
 
@@ -163,7 +162,7 @@ class Mamba2CanonPreTrainedModel(PreTrainedModel):
     base_model_prefix = "backbone"
     supports_gradient_checkpointing = True
     _no_split_modules = ["Mamba2CanonBlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = cache_keys()
     _supports_cache_class = True
 
     def _init_weights(self, module):

@@ -38,6 +38,8 @@ def tiny_model(seed=0, attn_implementation="sdpa", **overrides):
                 param.add_(0.1 * torch.randn_like(param))
             elif name.endswith("proj.bias"):
                 param.copy_(torch.randn_like(param))
+        # the pad token's embedding row starts at zero; give it values so that unmasked padding would show
+        model.get_input_embeddings().weight[config.pad_token_id].normal_()
     return model
 
 

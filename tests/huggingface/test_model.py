@@ -5,11 +5,24 @@ import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from huggingface import CanonCache, LlamaCanonForCausalLM, canon_helper
+from huggingface.transformers_compat import CACHE_NAME, returned_cache
 
-from ..generation_oracles import check_left_padded_rows_equal_rows_run_alone, reference_beam_search
+from ..generation_oracles import (
+    check_beam_search_with_end_of_sequence,
+    check_left_padded_rows_equal_rows_run_alone,
+    has_chunked_prefill,
+    reference_beam_search,
+)
 
-# canon_set x kernel x {full, partial RoPE} x qk_norm; head_dim is 8, so rope_dim 4 is partial
-MATRIX = list(itertools.product(["", "A", "AC", "ABCD"], [2, 3, 4], [None, 4], [False, True]))
+# canon_set x kernel x {full, partial RoPE} x qk_norm; head_dim is 8, so rope_dim 4 is partial. Without Canon
+# layers the kernel size plays no part, so that case runs once.
+MATRIX = [
+    (canon_set, kernel, rope_dim, qk_norm)
+    for canon_set, kernel, rope_dim, qk_norm in itertools.product(
+        ["", "A", "AC", "ABCD"], [2, 3, 4], [None, 4], [False, True]
+    )
+    if canon_set or kernel == 4
+]
 MATRIX_IDS = [f"canon{c or '-'}-k{k}-rope{r or 'full'}-qk{int(q)}" for c, k, r, q in MATRIX]
 
 
@@ -63,7 +76,7 @@ def test_canon_weights_keep_pytorch_default_init(make_config):
 def incremental_logits(model, ids, chunks):
     cache, pieces, start = CanonCache(), [], 0
     for size in chunks:
-        out = model(ids[:, start : start + size], past_key_values=cache, use_cache=True)
+        out = model(ids[:, start : start + size], cache=cache, use_cache=True)
         pieces.append(out.logits)
         start += size
     return torch.cat(pieces, dim=1)
@@ -87,6 +100,20 @@ def test_left_padded_rows_equal_rows_run_alone(make_model, canon_set, kernel, ro
     check_left_padded_rows_equal_rows_run_alone(model, 61, pass_position_ids=True)
 
 
+@pytest.mark.parametrize("canon_set", ["A", "ABCD"])
+@pytest.mark.parametrize("activation", [False, True])
+def test_left_padding_with_biases_everywhere(make_model, canon_set, activation):
+    """Nonzero projection and Canon biases make padded positions nonzero even for a zero input."""
+    model = make_model(
+        canon_set=canon_set, canon_activation=activation, canon_bias=True, attention_bias=True, mlp_bias=True
+    )
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("canon" + name.split(".canon")[-1]) and name.endswith("bias"):
+                param.normal_()
+    check_left_padded_rows_equal_rows_run_alone(model, 61)
+
+
 @pytest.mark.parametrize("canon_set, kernel, rope_dim, qk_norm", MATRIX, ids=MATRIX_IDS)
 def test_beam_search_equals_cache_free_search(make_model, canon_set, kernel, rope_dim, qk_norm):
     model = matrix_model(make_model, canon_set, kernel, rope_dim, qk_norm)
@@ -98,17 +125,32 @@ def test_beam_search_equals_cache_free_search(make_model, canon_set, kernel, rop
 
 
 @pytest.mark.parametrize("canon_set", ["AC", "ABCD"])
+@pytest.mark.parametrize("length_penalty", [-1.0, 0.5])
+@pytest.mark.parametrize("bias", [False, True])
+def test_beam_search_with_end_of_sequence_and_length_penalty(make_model, canon_set, length_penalty, bias):
+    model = make_model(canon_set=canon_set, rope_dim=4, attention_bias=bias, mlp_bias=bias, canon_bias=bias)
+    check_beam_search_with_end_of_sequence(model, 61, length_penalty)
+
+
+@pytest.mark.parametrize("canon_set", ["AC", "ABCD"])
 def test_generate_modes_agree_with_cache_free_generation(make_model, canon_set):
     model = make_model(canon_set=canon_set, rope_dim=4, qk_norm=True)
     prompt = torch.randint(3, 61, (2, 7))
     kwargs = dict(max_new_tokens=8, eos_token_id=None)
     greedy = model.generate(prompt, do_sample=False, **kwargs)
     assert torch.equal(greedy, model.generate(prompt, do_sample=False, use_cache=False, **kwargs))
-    assert torch.equal(greedy, model.generate(prompt, do_sample=False, prefill_chunk_size=3, **kwargs))
     torch.manual_seed(5)
     sampled = model.generate(prompt, do_sample=True, top_k=10, **kwargs)
     torch.manual_seed(5)
     assert torch.equal(sampled, model.generate(prompt, do_sample=True, top_k=10, use_cache=False, **kwargs))
+
+
+@has_chunked_prefill
+def test_chunked_prefill_generates_what_whole_prefill_does(make_model):
+    model = make_model(canon_set="ABCD", rope_dim=4, qk_norm=True)
+    prompt = torch.randint(3, 61, (2, 7))
+    kwargs = dict(max_new_tokens=8, eos_token_id=None, do_sample=False)
+    assert torch.equal(model.generate(prompt, **kwargs), model.generate(prompt, prefill_chunk_size=3, **kwargs))
 
 
 def test_generate_continues_from_a_returned_cache(make_model):
@@ -117,21 +159,36 @@ def test_generate_continues_from_a_returned_cache(make_model):
     first = model.generate(prompt, max_new_tokens=4, do_sample=False, eos_token_id=None, return_dict_in_generate=True)
     more = torch.cat([first.sequences, torch.randint(3, 61, (1, 3))], dim=1)
     resumed = model.generate(
-        more, past_key_values=first.past_key_values, max_new_tokens=5, do_sample=False, eos_token_id=None
+        more, **{CACHE_NAME: returned_cache(first)}, max_new_tokens=5, do_sample=False, eos_token_id=None
     )
     fresh = model.generate(more, max_new_tokens=5, do_sample=False, eos_token_id=None)
     assert torch.equal(resumed, fresh)
 
 
+def test_the_cache_is_taken_under_either_keyword_and_returned_under_this_releases_name(make_model):
+    model = make_model(canon_set="ABCD", rope_dim=4)
+    ids = torch.randint(3, 61, (2, 9))
+    with torch.no_grad():
+        full = model(ids, use_cache=False).logits
+        for keyword in ("cache", "past_key_values"):
+            cache = CanonCache()
+            first = model(ids[:, :5], **{keyword: cache}, use_cache=True)
+            assert returned_cache(first) is cache
+            rest = model(ids[:, 5:], **{keyword: cache}, use_cache=True).logits
+            torch.testing.assert_close(torch.cat([first.logits, rest], dim=1), full, rtol=1e-4, atol=1e-4)
+        with pytest.raises(ValueError, match="two different caches"):
+            model(ids, cache=CanonCache(), past_key_values=CanonCache())
+
+
 def test_plain_dynamic_cache_is_rejected_for_canon_models(make_model):
     model = make_model(canon_set="A")
     with pytest.raises(TypeError, match="CanonCache; got DynamicCache"):
-        model(torch.randint(3, 61, (1, 4)), past_key_values=DynamicCache())
+        model(torch.randint(3, 61, (1, 4)), cache=DynamicCache())
 
 
 def test_cache_crop_is_refused_once_canon_states_exist(make_model):
     model = make_model(canon_set="A")
-    cache = model(torch.randint(3, 61, (1, 4)), use_cache=True).past_key_values
+    cache = returned_cache(model(torch.randint(3, 61, (1, 4)), use_cache=True))
     with pytest.raises(NotImplementedError, match="cannot be cropped"):
         cache.crop(2)
 
@@ -187,7 +244,7 @@ def test_training_gradients_match_the_cached_path_and_checkpointing(make_model, 
             getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
         model.train()
         if mode == "plain":  # a cache forces the per-site path that decoding uses
-            loss = model(ids, labels=ids, past_key_values=CanonCache(), use_cache=True).loss
+            loss = model(ids, labels=ids, cache=CanonCache(), use_cache=True).loss
         else:
             loss = model(ids, labels=ids).loss
         loss.backward()
@@ -254,6 +311,6 @@ def test_wrapped_mlp_projections_still_run_as_modules_in_training(make_model):
         layer.mlp.up_proj = Scaled(layer.mlp.up_proj)
     with torch.no_grad():
         wrapped = model(ids, labels=ids).loss
-        cached = model(ids, labels=ids, past_key_values=CanonCache(), use_cache=True).loss
+        cached = model(ids, labels=ids, cache=CanonCache(), use_cache=True).loss
     assert not torch.allclose(wrapped, plain)
     torch.testing.assert_close(wrapped, cached)

@@ -47,6 +47,8 @@ def tiny_model(arch, canon_set="AbbCD", seed=0, **overrides):
         for name, param in model.named_parameters():
             if "norm" in name or name.endswith("bias"):
                 param.add_(0.1 * torch.randn_like(param))
+        if model.config.pad_token_id is not None:  # its embedding row starts at zero: unmasked padding must show
+            model.get_input_embeddings().weight[model.config.pad_token_id].normal_()
     return model
 
 

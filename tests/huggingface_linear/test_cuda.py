@@ -48,6 +48,6 @@ def test_cached_decoding_on_cuda_equals_the_full_forward(make_model, arch):
     with torch.no_grad():
         full = model(ids, use_cache=False).logits
         cache = LinearCanonCache()
-        pieces = [model(ids[:, :70], past_key_values=cache).logits]
-        pieces += [model(ids[:, t : t + 1], past_key_values=cache).logits for t in range(70, 80)]
+        pieces = [model(ids[:, :70], cache=cache).logits]
+        pieces += [model(ids[:, t : t + 1], cache=cache).logits for t in range(70, 80)]
     torch.testing.assert_close(torch.cat(pieces, 1), full, rtol=1e-3, atol=1e-3)

@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from huggingface_linear import LinearCanonCache
+from huggingface_linear.transformers_compat import CACHE_NAME, returned_cache
 
-from ..generation_oracles import check_left_padded_rows_equal_rows_run_alone, reference_beam_search
+from ..generation_oracles import (
+    check_beam_search_with_end_of_sequence,
+    check_left_padded_rows_equal_rows_run_alone,
+    has_chunked_prefill,
+    reference_beam_search,
+)
 from .conftest import ARCHS, VOCAB
 
 CANON_SETS = ["", "bb", "A", "AbbCD", "ABCD", "bB"]
@@ -18,8 +24,8 @@ DECODE_MATRIX = [(arch, c) for arch in ARCHS for c in CANON_SETS]
 def incremental_logits(model, ids, chunks):
     cache, pieces, start = LinearCanonCache(), [], 0
     for size in chunks:
-        out = model(ids[:, start : start + size], past_key_values=cache, use_cache=True)
-        assert out.past_key_values is cache
+        out = model(ids[:, start : start + size], cache=cache, use_cache=True)
+        assert returned_cache(out) is cache
         pieces.append(out.logits)
         start += size
     assert cache.get_seq_length() == ids.shape[1]
@@ -68,13 +74,13 @@ def test_layer_zero_canon_a_state_survives_the_prefill(make_model):
     with torch.no_grad():
         full = model(ids).logits[:, -1]
         cache = LinearCanonCache()
-        model(ids[:, :7], past_key_values=cache)
+        model(ids[:, :7], cache=cache)
         assert cache.get_state(0, "canonA").abs().sum() > 0
-        kept = model(ids[:, 7:], past_key_values=cache).logits[:, -1]
+        kept = model(ids[:, 7:], cache=cache).logits[:, -1]
         cache = LinearCanonCache()
-        model(ids[:, :7], past_key_values=cache)
+        model(ids[:, :7], cache=cache)
         cache.get_state(0, "canonA").zero_()
-        lost = model(ids[:, 7:], past_key_values=cache).logits[:, -1]
+        lost = model(ids[:, 7:], cache=cache).logits[:, -1]
     torch.testing.assert_close(kept, full, rtol=1e-10, atol=1e-10)
     assert (lost - full).abs().max() > 1e-4
 
@@ -100,11 +106,32 @@ def test_generate_modes_agree_with_cache_free_generation(make_model, arch):
     kwargs = dict(max_new_tokens=6, eos_token_id=None)
     greedy = model.generate(prompt, do_sample=False, **kwargs)
     assert torch.equal(greedy, model.generate(prompt, do_sample=False, use_cache=False, **kwargs))
-    assert torch.equal(greedy, model.generate(prompt, do_sample=False, prefill_chunk_size=3, **kwargs))
     torch.manual_seed(5)
     sampled = model.generate(prompt, do_sample=True, top_k=10, **kwargs)
     torch.manual_seed(5)
     assert torch.equal(sampled, model.generate(prompt, do_sample=True, top_k=10, use_cache=False, **kwargs))
+
+
+@has_chunked_prefill
+@pytest.mark.parametrize("arch", ARCHS)
+def test_chunked_prefill_generates_what_whole_prefill_does(make_model, arch):
+    model = make_model(arch, "AbbCD")
+    prompt = torch.randint(3, VOCAB, (2, 7))
+    kwargs = dict(max_new_tokens=6, eos_token_id=None, do_sample=False)
+    assert torch.equal(model.generate(prompt, **kwargs), model.generate(prompt, prefill_chunk_size=3, **kwargs))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("length_penalty", [-1.0, 0.5])
+def test_beam_search_with_end_of_sequence_and_length_penalty(make_model, arch, length_penalty):
+    check_beam_search_with_end_of_sequence(make_model(arch, "AbbCD"), VOCAB, length_penalty)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_assisted_decoding_is_refused(make_model, arch):
+    prompt = torch.randint(3, VOCAB, (1, 5))
+    with pytest.raises(ValueError, match="(?i)assisted"):
+        make_model(arch).generate(prompt, assistant_model=make_model(arch, seed=1), max_new_tokens=3, do_sample=False)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -114,7 +141,7 @@ def test_generate_continues_from_a_returned_cache(make_model, arch):
     kwargs = dict(do_sample=False, eos_token_id=None)
     first = model.generate(prompt, max_new_tokens=4, return_dict_in_generate=True, **kwargs)
     more = torch.cat([first.sequences, torch.randint(3, VOCAB, (1, 3))], dim=1)
-    resumed = model.generate(more, past_key_values=first.past_key_values, max_new_tokens=5, **kwargs)
+    resumed = model.generate(more, **{CACHE_NAME: returned_cache(first)}, max_new_tokens=5, **kwargs)
     assert torch.equal(resumed, model.generate(more, max_new_tokens=5, **kwargs))
 
 
@@ -123,11 +150,33 @@ def test_cache_refuses_cropping_and_foreign_caches(make_model):
 
     model = make_model("gdn", "AbbCD")
     with pytest.raises(TypeError, match="LinearCanonCache"):
-        model(torch.tensor([[3, 4]]), past_key_values=DynamicCache())
+        model(torch.tensor([[3, 4]]), cache=DynamicCache())
     with pytest.raises(NotImplementedError, match="cannot be cropped"):
         LinearCanonCache().crop(1)
     with pytest.raises(ValueError, match="attention_mask has shape"):
         model(torch.tensor([[3, 4]]), attention_mask=torch.ones(1, 5))
+
+
+def test_packed_sequences_are_refused_not_ignored(make_model):
+    model = make_model("gla", "AbbCD")
+    ids = torch.randint(3, VOCAB, (1, 6))
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        model(ids, cu_seqlens=torch.tensor([0, 3, 6]))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_config_switches_and_tuples_follow_transformers(make_model, arch):
+    model = make_model(arch, "AbbCD")
+    ids = torch.randint(3, VOCAB, (2, 6))
+    with torch.no_grad():
+        expected = model(ids, labels=ids)
+        model.config.output_hidden_states = True
+        assert len(model(ids).hidden_states) == model.config.num_hidden_layers + 1
+        loss, logits = model(ids, labels=ids, return_dict=False)[:2]
+        loaded = type(model).from_pretrained(None, config=model.config, state_dict=model.state_dict()).eval()
+        torch.testing.assert_close(loaded(ids).logits, expected.logits)
+    torch.testing.assert_close(loss, expected.loss)
+    torch.testing.assert_close(logits, expected.logits)
 
 
 def test_reference_argument_names_are_accepted(make_model):
@@ -138,7 +187,7 @@ def test_reference_argument_names_are_accepted(make_model):
         full = model(ids).logits
         cache = LinearCanonCache()
         out = model(ids[:, :5], cache_params=cache, num_logits_to_keep=1)
-        assert out.past_key_values is cache and out.logits.shape[1] == 1
+        assert returned_cache(out) is cache and out.logits.shape[1] == 1
         torch.testing.assert_close(out.logits[:, 0], full[:, 4])
         torch.testing.assert_close(model(ids[:, 5:], cache_params=cache).logits[:, 0], full[:, 5])
 
@@ -213,7 +262,7 @@ def test_a_few_adamw_steps_learn_a_repeating_sequence(make_model, arch):
     losses = []
     for _ in range(30):
         loss = model(ids, labels=ids).loss
-        assert model(ids[:, :2]).past_key_values is None  # training forwards keep no cache
+        assert returned_cache(model(ids[:, :2])) is None  # training forwards keep no cache
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -1,0 +1,1 @@
+../huggingface/transformers_compat.py
