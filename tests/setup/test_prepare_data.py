@@ -1,10 +1,10 @@
 """setup/download_prepare_hf_data.py: a corpus in any of the three formats becomes the trainer's layout with every
 document exactly once, deterministically per seed, within its memory bound, never leaving a chunk that looks complete
-after an interruption, and the trainer trains on the result. The Hub download is exercised against a local folder."""
+after an interruption. The Hub download is exercised against a local folder. (The trainer training on the result:
+tests/setup/test_walkthrough.py.)"""
 
 import gzip
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -272,23 +272,6 @@ def test_a_gated_dataset_says_how_to_get_access(tmp_path, monkeypatch, capsys):
     assert prep.main(["nemotron_cc_high", "1", "--data_dir", str(tmp_path / "data")]) == 1
     err = capsys.readouterr().err
     assert "nvidia/Nemotron-CC-v2" in err and "gated" in err and "log in" in err
-
-
-def test_the_trainer_trains_on_the_result(tmp_path):
-    """A recipe with the CPU overlay, on a prepared text corpus (bytes tokenizer), runs 5 steps."""
-    write_jsonl(tmp_path / "corpus" / "a.jsonl", documents(300))
-    data = tmp_path / "data"
-    assert prep.main([f"local:{tmp_path / 'corpus'}", "0.01", "--data_dir", str(data), "--nchunks", "1",
-                      "--val_lines", "20", "--source", "original_shuffled"]) == 0  # fmt: skip
-    recipes = REPOSITORY / "canon_llama_recipes"
-    config = f"config=[{recipes / 'LlamaCanon-1B-Nemo-1T-lr0.003.yaml'},{recipes / 'tiny_overlay.yaml'}]"
-    command = [sys.executable, "-m", "apps.main.train", config, f"data.root_dir={data}", f"dump_dir={tmp_path / 'run'}",
-               "steps=5", "data.tokenizer.name=bytes", "data.seq_len=64", "checkpoint.dump.every=5"]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(LINGUA_ROOT), OMP_NUM_THREADS="1")
-    result = subprocess.run(command, cwd=LINGUA_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    steps = [json.loads(line)["global_step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert steps[-1] == 5
 
 
 def test_gzip_is_not_an_input_format(tmp_path):

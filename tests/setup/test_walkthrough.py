@@ -62,6 +62,8 @@ def test_the_readme_walkthrough_runs_from_an_empty_folder_to_the_chart(tmp_path)
     assert sorted(p.name for p in (work / "data" / "original_shuffled").iterdir()) == [
         "corpus.chunk.00.jsonl", "corpus.val.jsonl"
     ]  # fmt: skip
+    steps = [json.loads(x)["global_step"] for x in (work / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 21))  # the recipe with the overlay trained its 20 steps on the prepared corpus
     assert (checkpoint / "consolidated" / "consolidated.pth").is_file()
     (line,) = [json.loads(x) for x in (work / "runs" / "tiny" / "metrics.eval.jsonl").read_text().splitlines()]
     assert line["global_step"] == 20 and 0 <= line["piqa"]["acc,none"] <= 1
