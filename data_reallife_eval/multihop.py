@@ -97,9 +97,6 @@ def budget_of(label: str) -> int:
     return round(float(match[1]) * 1000) if match[1] else int(match[2])
 
 
-check_context = budget_of
-
-
 def parse_hops(text: str) -> list[Task]:
     """Tasks from a comma list of hop counts such as "1,2" (the paper's group sizes)."""
     items = [item.strip() for item in text.split(",") if item.strip()]
