@@ -1,16 +1,14 @@
-"""End-to-end training with apps.main.train on CPU: loss goes down, exact resume after SIGKILL (one and two
-processes), atomic saves, keep policy, stop on signal, non-finite loss, config errors, loss masking."""
+"""End-to-end training with apps.main.train on CPU: loss goes down, the run layout, keep policy, two processes with
+FSDP, config errors, loss masking. Kills, signals, damaged checkpoints, full disks and non-finite losses, each
+compared with an uninterrupted run, are in tests/faults."""
 
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import pytest
 import torch
 
 LINGUA_ROOT = Path(__file__).resolve().parents[2] / "lingua_modified"
@@ -18,7 +16,7 @@ DEBUG_YAML = LINGUA_ROOT / "apps" / "main" / "configs" / "debug.yaml"
 TIMEOUT = 300
 
 
-def run_train(tmp_path: Path, dump_dir: Path, *overrides: str, nproc: int = 1, wait: bool = True, env=None):
+def run_train(tmp_path: Path, dump_dir: Path, *overrides: str, nproc: int = 1):
     command = [sys.executable, "-m", "apps.main.train", f"config={DEBUG_YAML}", f"dump_dir={dump_dir}"]
     if nproc > 1:
         command = [
@@ -26,35 +24,15 @@ def run_train(tmp_path: Path, dump_dir: Path, *overrides: str, nproc: int = 1, w
             "-m", "apps.main.train", *command[3:],
         ]  # fmt: skip
     command += [f"data.root_dir={tmp_path / 'data'}", *overrides]
-    full_env = dict(os.environ, PYTHONPATH=str(LINGUA_ROOT), OMP_NUM_THREADS="1", **(env or {}))
-    process = subprocess.Popen(
-        command, cwd=LINGUA_ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    if not wait:
-        return process
-    out, err = process.communicate(timeout=TIMEOUT)
-    return subprocess.CompletedProcess(command, process.returncode, out, err)
+    env = dict(os.environ, PYTHONPATH=str(LINGUA_ROOT), OMP_NUM_THREADS="1")
+    return subprocess.run(command, cwd=LINGUA_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
 
 
 def losses(dump_dir: Path) -> dict[int, float]:
-    """Per-step loss; a step logged twice (before a kill and after the resume) keeps its latest value."""
-    result = {}
-    for line in (dump_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        result[record["global_step"]] = record["loss/out"]
-    return result
-
-
-def kill_when_saved(process: subprocess.Popen, checkpoint: Path) -> None:
-    """SIGKILL the whole process group as soon as `checkpoint` exists (it is renamed into place when complete)."""
-    deadline = time.time() + TIMEOUT
-    while not checkpoint.exists():
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        assert time.time() < deadline
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.communicate()
+    """Per-step loss of metrics.jsonl."""
+    return {
+        r["global_step"]: r["loss/out"] for r in map(json.loads, (dump_dir / "metrics.jsonl").read_text().splitlines())
+    }
 
 
 def test_training_lowers_the_loss_and_writes_the_run_layout(data):
@@ -73,28 +51,6 @@ def test_training_lowers_the_loss_and_writes_the_run_layout(data):
     folder = dump / "checkpoints" / "0000000030"
     assert json.loads((folder / "params.json").read_text())["model"]["canon_set"] == "ABCD"
     assert json.loads((folder / "train_state_00000.json").read_text())["step"] == 30
-
-
-@pytest.mark.parametrize("nproc", [1, 2])
-def test_resume_after_sigkill_is_exact(data, nproc):
-    straight, resumed = data / "straight", data / "resumed"
-    args = ("steps=24", "checkpoint.dump.every=6", "checkpoint.eval.every=1000", "checkpoint.dump.keep=0")
-    result = run_train(data, straight, *args, nproc=nproc)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-    process = run_train(data, resumed, *args, nproc=nproc, wait=False)
-    kill_when_saved(process, resumed / "checkpoints" / "0000000012")
-    result = run_train(data, resumed, *args, nproc=nproc)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "resumed from" in result.stdout + result.stderr
-
-    assert losses(resumed) == losses(straight)  # bitwise: same floats, same data order
-    final = "0000000024"
-    for rank in range(nproc):
-        name = f"train_state_{rank:05d}.json"
-        a = json.loads((straight / "checkpoints" / final / name).read_text())
-        b = json.loads((resumed / "checkpoints" / final / name).read_text())
-        assert a == b
 
 
 def test_two_processes_full_shard_train_checkpoint_and_consolidate(data):
@@ -118,60 +74,6 @@ def test_two_processes_full_shard_train_checkpoint_and_consolidate(data):
 
     model = LlamaCanonForCausalLM.from_pretrained(str(folder), variant="consolidated")
     assert model.config.num_hidden_layers == 2 and model.config.canon_set == "ABCD"
-
-
-def test_a_kill_during_a_save_resumes_from_the_previous_checkpoint(data):
-    dump = data / "run"
-    args = ("steps=12", "checkpoint.dump.every=4", "checkpoint.eval.every=1000", "checkpoint.dump.keep=0")
-    # the second save dies (SIGKILL) after its model/optimizer files are written but before it completes
-    hook = (
-        "import os, signal, lingua.checkpoint as c; saves = []; original = c.write_atomic\n"
-        "def dying(path, text):\n"
-        "    saves.append(path)\n"
-        "    if 'train_state' in path and len(saves) > 1: os.kill(os.getpid(), signal.SIGKILL)\n"
-        "    original(path, text)\n"
-        "c.write_atomic = dying\n"
-        "import runpy, sys; sys.argv = ['train'] + sys.argv[1:]\n"
-        "runpy.run_module('apps.main.train', run_name='__main__')"
-    )
-    command = [sys.executable, "-c", hook, f"config={DEBUG_YAML}", f"dump_dir={dump}",
-               f"data.root_dir={data / 'data'}", *args]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(LINGUA_ROOT))
-    killed = subprocess.run(command, cwd=LINGUA_ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    assert killed.returncode == -signal.SIGKILL
-    assert [p.name for p in (dump / "checkpoints").iterdir() if not p.name.startswith(".")] == ["0000000004"]
-
-    result = run_train(data, dump, *args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "resumed from" in result.stdout + result.stderr and "0000000004" in result.stdout + result.stderr
-    names = sorted(p.name for p in (dump / "checkpoints").iterdir())
-    assert names == ["0000000004", "0000000008", "0000000012"]  # the interrupted save's leftovers are gone
-
-
-def test_sigterm_saves_and_exits_cleanly(data):
-    dump = data / "run"
-    process = run_train(data, dump, "steps=100000", "checkpoint.dump.every=1000000", "checkpoint.eval.every=1000000",
-                        wait=False)  # fmt: skip
-    deadline = time.time() + TIMEOUT
-    while not (dump / "metrics.jsonl").exists() or len((dump / "metrics.jsonl").read_text().splitlines()) < 3:
-        assert process.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGTERM)
-    out, err = process.communicate(timeout=TIMEOUT)
-    assert process.returncode == 0, err[-3000:]
-    saved = [p.name for p in (dump / "checkpoints").iterdir()]
-    assert len(saved) == 1 and int(saved[0]) >= 3
-
-
-def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(data):
-    dump = data / "run"
-    result = run_train(data, dump, "steps=40", "optim.lr=1e12", "optim.warmup=0", "optim.clip=1e30",
-                       "checkpoint.dump.every=1", "checkpoint.dump.keep=0")  # fmt: skip
-    assert result.returncode == 1
-    assert "loss is nan" in result.stderr or "loss is inf" in result.stderr
-    steps = [int(p.name) for p in (dump / "checkpoints").iterdir() if not p.name.startswith(".")]
-    bad_step = max(losses(dump), default=0) + 1
-    assert steps and max(steps) < bad_step + 1
 
 
 def test_config_errors_are_one_clear_line_and_write_nothing(data):
