@@ -40,7 +40,6 @@ from tqdm import tqdm
 class HubDataset:
     repo_id: str
     allow_patterns: tuple[str, ...] | None  # None: the whole repository
-    note: str = ""
 
 
 DATASETS = {
@@ -51,9 +50,7 @@ DATASETS = {
     # Nemotron-CC, the corpus of the recipes: its high-quality, non-synthetic documents (see setup/README.md for how
     # this relates to the recipes' `quality=high=shuffled` and `original_shuffled` sources). Gated: accept the terms
     # on the dataset's page and log in (`hf auth login` or HF_TOKEN) first.
-    "nemotron_cc_high": HubDataset(
-        "nvidia/Nemotron-CC-v2", ("High-Quality/*",), note="gated: accept its terms on the Hub and log in first"
-    ),
+    "nemotron_cc_high": HubDataset("nvidia/Nemotron-CC-v2", ("High-Quality/*",)),
 }
 INPUT_SUFFIXES = (".jsonl", ".jsonl.zst", ".jsonl.zstd", ".parquet")
 VAL_LINES = 10_000  # documents per chunk moved to the validation file
@@ -83,7 +80,8 @@ def is_transient(error: Exception) -> bool:
 
 def download(dataset: HubDataset, local_dir: Path, workers: int) -> Path:
     """Fetch the dataset's files into `local_dir`; files already there are kept (an interrupted download resumes)."""
-    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+    attempt = 1
+    while True:
         try:
             snapshot_download(
                 repo_id=dataset.repo_id,
@@ -93,9 +91,9 @@ def download(dataset: HubDataset, local_dir: Path, workers: int) -> Path:
                 max_workers=workers,
             )
             return local_dir
-        except Exception as error:  # noqa: BLE001 - classified below, re-raised unless transient
+        except Exception as error:  # huggingface_hub's and the HTTP client's errors: classified here
             status = getattr(getattr(error, "response", None), "status_code", None)
-            if type(error).__name__ in ("GatedRepoError",) or status in (401, 403):
+            if type(error).__name__ == "GatedRepoError" or status in (401, 403):
                 raise PrepareError(
                     f"the Hub refused {dataset.repo_id!r} ({status or type(error).__name__}): it is gated or private; "
                     "accept its terms on huggingface.co and log in (`hf auth login` or HF_TOKEN)"
@@ -104,7 +102,7 @@ def download(dataset: HubDataset, local_dir: Path, workers: int) -> Path:
                 raise
             print(f"download attempt {attempt} failed ({error}); retrying in {RETRY_DELAY_S:.0f} s", file=sys.stderr)
             time.sleep(RETRY_DELAY_S)
-    raise AssertionError("unreachable")
+            attempt += 1
 
 
 def find_inputs(folder: Path) -> list[Path]:
@@ -243,8 +241,8 @@ class ChunkWriter:
         self.chunk_paths = [folder / f"{name}.chunk.{i:02d}.jsonl" for i in range(nchunks)]
         self.val_parts = [folder / f".val.part.{i:02d}" for i in range(nchunks)]
         self.val_path = folder / f"{name}.val.jsonl"
-        self.chunks = [open(path, "wb", buffering=buffer) for path in self.chunk_paths]  # noqa: SIM115
-        self.vals = [open(path, "wb", buffering=buffer) for path in self.val_parts]  # noqa: SIM115
+        self.chunks = [open(path, "wb", buffering=buffer) for path in self.chunk_paths]
+        self.vals = [open(path, "wb", buffering=buffer) for path in self.val_parts]
 
     def write(self, lines: list[bytes]) -> None:
         for line in lines:

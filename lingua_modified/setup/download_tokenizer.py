@@ -61,7 +61,7 @@ def fetch_hub(name: str, save_dir: Path, token: str | None) -> Path:
     repo_id, filename = TOKENIZERS[name]
     try:
         cached = hf_hub_download(repo_id=repo_id, filename=filename, token=token or None)
-    except Exception as error:  # noqa: BLE001 - huggingface_hub's HTTP errors, classified by their status
+    except Exception as error:  # huggingface_hub's HTTP errors, classified by their status
         status = getattr(getattr(error, "response", None), "status_code", None)
         if type(error).__name__ == "GatedRepoError" or status in (401, 403):
             raise TokenizerError(
