@@ -15,14 +15,14 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from apps.plots.published import LOSS_TASK, REPOSITORY, PublishedCurve, read_curves
-from apps.plots.runs import PlotError, Run, config_value
+from apps.plots.runs import PlotError, Run, config_value, eval_series
 from lingua.args import ConfigError, dataclass_to_dict, load_yaml, parse_args
 
 RECIPE_FOLDERS = {"llama": REPOSITORY / "canon_llama_recipes", "linear": REPOSITORY / "canon_linear_recipes"}
 # the key in a run's metrics.eval.jsonl task dict of each metric the published charts plot
 METRIC_KEYS = {"acc": "acc,none", "acc_norm": "acc_norm,none", "exact_match": "exact_match,remove_whitespace"}
-# recipe settings that say nothing about which run it is (paths, names, evaluation)
 MISSING = object()
+# recipe settings that say nothing about which run it is (paths, names, evaluation)
 NOT_IDENTIFYING = ("name", "dump_dir", "data.root_dir", "data.tokenizer.path", "eval", "async_eval_gpus", "logging")
 
 
@@ -140,7 +140,7 @@ def published_figures(which: str, runs: list[Run], forced: dict[Path, str], pale
             if loss:
                 steps, values = loss_series(run) if run.losses else ([], [])
             else:
-                steps, values = run_points(run, task, METRIC_KEYS[metric])
+                steps, values = eval_series(run, task, METRIC_KEYS[metric])
             if not steps:
                 continue
             figure.add_trace(
@@ -167,16 +167,6 @@ def published_figures(which: str, runs: list[Run], forced: dict[Path, str], pale
             figure.update_layout(layout, title_text=f"Task: {task} ({metric})", yaxis_title="Accuracy")
             figures.append((f"task-{task}", figure))
     return figures
-
-
-def run_points(run: Run, task: str, key: str) -> tuple[list[int], list[float]]:
-    steps, values = [], []
-    for step in sorted(run.evals):
-        scores = run.evals[step].get(task)
-        if isinstance(scores, dict) and isinstance(scores.get(key), (int, float)):
-            steps.append(step)
-            values.append(float(scores[key]))
-    return steps, values
 
 
 def parse_matches(pairs: list[str] | None) -> dict[Path, str]:

@@ -55,6 +55,21 @@ class Run:
         )
 
 
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def eval_series(run: Run, task: str, metric: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of one task metric; a checkpoint without it is skipped and the line joins its neighbours."""
+    steps, values = [], []
+    for step in sorted(run.evals):
+        value = run.evals[step].get(task)
+        if isinstance(value, dict) and is_number(value.get(metric)):
+            steps.append(step)
+            values.append(float(value[metric]))
+    return steps, values
+
+
 def format_count(n: int) -> str:
     """1_360_000_000 -> '1.3B': truncated to one decimal, as the published run names print sizes (1.36 B -> 1.3B)."""
     for unit, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):

@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from apps.plots.overlay import parse_matches, published_figures
-from apps.plots.runs import PlotError, Run, format_count, load_runs
+from apps.plots.runs import PlotError, Run, eval_series, format_count, is_number, load_runs
 from lingua.args import write_atomic
 
 # the metric each published chart plots; other tasks use the first of METRIC_PREFERENCE they report
@@ -46,10 +46,6 @@ FIGURE_LAYOUT = dict(
     legend_title_text="Model",
 )
 LOSS_HEIGHT = 600
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def find_tasks(runs: list[Run]) -> list[str]:
@@ -76,17 +72,6 @@ def choose_metric(task: str, runs: list[Run]) -> str | None:
         if key in keys:
             return key
     return min(keys) if keys else None
-
-
-def eval_series(run: Run, task: str, metric: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of one task metric; a checkpoint without it is skipped and the line joins its neighbours."""
-    steps, values = [], []
-    for step in sorted(run.evals):
-        value = run.evals[step].get(task)
-        if isinstance(value, dict) and is_number(value.get(metric)):
-            steps.append(step)
-            values.append(float(value[metric]))
-    return steps, values
 
 
 def moving_average(values: list[float], window: int) -> np.ndarray:
