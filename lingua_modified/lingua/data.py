@@ -579,9 +579,8 @@ class AsyncBatches:
     or threads is unsafe). Each batch travels with its state, so running ahead does not affect resumption. The
     process forwards its own errors with their traceback, and exits by itself when the trainer dies."""
 
-    def __init__(self, state: dict, strict: bool):
-        method = multiprocessing.get_start_method(allow_none=True)
-        context = multiprocessing.get_context(method if method in ("spawn", "forkserver") else "forkserver")
+    def __init__(self, state: dict, strict: bool, start_method: str = "forkserver"):
+        context = multiprocessing.get_context(start_method)
         self.batches = context.Queue(maxsize=QUEUE_BATCHES)
         self.stop = context.Event()
         self.process = context.Process(target=_produce, args=(state, strict, self.batches, self.stop), daemon=True)
@@ -617,12 +616,13 @@ class AsyncBatches:
 
 
 @contextlib.contextmanager
-def build_dataloader_from_args(args: DataArgs, state: dict):
+def build_dataloader_from_args(args: DataArgs, state: dict, start_method: str = "forkserver"):
     """Entering gives an iterator of (tokens, mask, state): tokens int64 and mask bool, both
-    [batch_size, seq_len, n_views] (mask True = a training target), and the state that resumes after this batch."""
+    [batch_size, seq_len, n_views] (mask True = a training target), and the state that resumes after this batch.
+    With `load_async` the batches come from a background process started with `start_method`."""
     _check_state_matches(args, state)
     if args.load_async:
-        loader = AsyncBatches(state, args.error_on_malformed)
+        loader = AsyncBatches(state, args.error_on_malformed, start_method)
     else:
         loader = BatchStream(state, args.error_on_malformed)
     try:

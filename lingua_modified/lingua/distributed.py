@@ -36,7 +36,7 @@ class DistributedArgs:
     matmul_allow_tf32: bool = False
     detect_anomaly: bool = False
     compile_cache_size_limit: int = 8
-    spawn_method: str = "forkserver"
+    spawn_method: str = "forkserver"  # how the data loader's background process starts: forkserver or spawn
 
 
 @dataclass
@@ -120,6 +120,17 @@ def setup_env(env_args: EnvironmentArgs) -> None:
 
 def device_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+SPAWN_METHODS = ("forkserver", "spawn")  # fork is unsafe in a process that holds threads (torch's) or CUDA
+
+
+def check_spawn_method(args: DistributedArgs) -> None:
+    if args.spawn_method not in SPAWN_METHODS:
+        raise ValueError(
+            f"distributed.spawn_method={args.spawn_method!r}; expected one of {', '.join(SPAWN_METHODS)} (how "
+            "helper processes such as the data loader's start)"
+        )
 
 
 def setup_torch_distributed(args: DistributedArgs) -> torch.device:

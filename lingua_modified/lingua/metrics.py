@@ -26,7 +26,7 @@ class WandbArgs:
     anonymous: str | None = None
     mode: str | None = None
     allow_val_change: bool | None = None
-    resume: str | None = None
+    resume: bool | str | None = None  # true / false, or one of WANDB_RESUME_MODES
     force: bool | None = None
     tensorboard: bool | None = None
     sync_tensorboard: bool | None = None
@@ -35,6 +35,16 @@ class WandbArgs:
     id: str | None = None
     fork_from: str | None = None
     resume_from: str | None = None
+
+
+WANDB_RESUME_MODES = ("allow", "must", "never", "auto")
+
+
+def check_wandb_args(args: WandbArgs) -> None:
+    if isinstance(args.resume, str) and args.resume not in WANDB_RESUME_MODES:
+        raise ValueError(
+            f"logging.wandb.resume={args.resume!r}; expected true, false or one of {', '.join(WANDB_RESUME_MODES)}"
+        )
 
 
 @dataclass

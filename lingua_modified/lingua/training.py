@@ -33,6 +33,7 @@ from .distributed import (
     all_reduce_max,
     all_reduce_mean,
     barrier,
+    check_spawn_method,
     clean_up,
     dp_coordinates,
     get_device_mesh,
@@ -46,7 +47,7 @@ from .distributed import (
     setup_torch_distributed,
 )
 from .logger import init_logger
-from .metrics import LoggingArgs, MemoryMonitor, MetricLogger
+from .metrics import LoggingArgs, MemoryMonitor, MetricLogger, check_wandb_args
 from .optim import OptimArgs, build_optimizer
 from .profiling import ProfilerArgs, maybe_run_profiler
 from .stool import StoolError, eval_job_shape, launch_eval_job, requeue_slurm_job
@@ -146,8 +147,11 @@ def validate_train_args(args: BaseTrainArgs, tokenizer, world_size: int) -> None
     args.model.max_seqlen = args.data.seq_len
     if getattr(args.model, "bos_id", 0) < 0 and tokenizer.bos_id is not None:
         args.model.bos_id = tokenizer.bos_id
+    check_spawn_method(args.distributed)
     if args.logging.wandb is not None:
-        args.logging.wandb.name = args.name
+        check_wandb_args(args.logging.wandb)
+        if args.logging.wandb.name is None:  # the run's name unless wandb's own is given
+            args.logging.wandb.name = args.name
 
 
 class StopRequest:
@@ -296,7 +300,9 @@ def _train(args: BaseTrainArgs, spec: ModelSpec, device: torch.device, stop: Sto
             if get_is_master()
             else _NoMetrics()
         )
-        batches = stack.enter_context(build_dataloader_from_args(args.data, state.data_loader_state))
+        batches = stack.enter_context(
+            build_dataloader_from_args(args.data, state.data_loader_state, args.distributed.spawn_method)
+        )
         profiler = stack.enter_context(maybe_run_profiler(args.profiling, args.dump_dir, get_global_rank()))
         gc.collect()
         last_log, tokens_since_log, data_time = time.perf_counter(), 0, 0.0

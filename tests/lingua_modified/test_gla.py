@@ -41,7 +41,7 @@ HF_CLASSES = {"gla5": GLACanonForCausalLM, "gdn2": GatedDeltaNetCanonForCausalLM
 TINY = {
     "gla5": dict(model_name="GLA5", dim=32, n_layers=2, n_heads=2, canon_set="AbbCD"),
     "gdn2": dict(model_name="GDN2", dim=32, n_layers=2, n_heads=2, canon_set="AbbCD"),
-    "mamba2": dict(model_name="Mamba2", dim=32, n_layers=2, n_heads=4, canon_set="AbbCD", mamba_ssm=8,
+    "mamba2": dict(model_name="Mamba2", dim=32, n_layers=2, n_heads=4, canon_set="AbbCD", mamba_ssm=64,
                    mlp_type="mlp10"),
 }  # fmt: skip
 # spec linear.md §8.4: GLA5Canon / GDN2Canon / Mamba2Canon 1B (embedding and head included)

@@ -49,9 +49,10 @@ class LMTransformerArgs(BaseTransformerArgs):
 # Llama-only fields of the shared base and reference extras the linear models never read: a recipe may carry their
 # defaults, but a changed value would silently do nothing, so it is refused
 UNUSED_FIELDS = (
-    "qk_norm", "head_dim", "n_kv_heads", "ffn_dim_multiplier", "rope_dim", "init_base_std", "init_std_factor",
-    "sliding_window", "zeyuan_linearT", "zeyuan_alternate", "zeyuan_double",
+    "qk_norm", "head_dim", "n_kv_heads", "ffn_dim_multiplier", "multiple_of", "rope_theta", "rope_dim",
+    "init_base_std", "init_std_factor", "sliding_window", "zeyuan_linearT", "zeyuan_alternate", "zeyuan_double",
 )  # fmt: skip
+MAMBA_STATE_SIZES = (64, 128, 256)  # what Mamba2's config builder takes (null means 256)
 
 
 def model_class(args: LMTransformerArgs):
@@ -71,6 +72,19 @@ def check_args(args: LMTransformerArgs) -> None:
             f"model fields {changed} are set but the linear models do not use them; expected their defaults "
             f"({', '.join(f'{name}={defaults[name]!r}' for name in changed)})"
         )
+    if model_class(args) is Mamba2CanonForCausalLM:
+        if args.mamba_ssm is not None and args.mamba_ssm not in MAMBA_STATE_SIZES:
+            raise ValueError(
+                f"model.mamba_ssm={args.mamba_ssm}; expected one of {', '.join(map(str, MAMBA_STATE_SIZES))} "
+                "(Mamba2's SSM state size; null means 256)"
+            )
+        if args.norm_eps != defaults["norm_eps"]:
+            raise ValueError(
+                f"model.norm_eps={args.norm_eps} but Mamba2 keeps its norms' epsilon at {defaults['norm_eps']}; "
+                f"expected {defaults['norm_eps']}"
+            )
+    elif args.mamba_ssm is not None:
+        raise ValueError(f"model.mamba_ssm={args.mamba_ssm} but only Mamba2 has an SSM state; expected null")
     if args.vocab_size <= 0:
         raise ValueError(f"vocab_size={args.vocab_size}; expected a positive size (the trainer sets it)")
     if args.attn_impl != "sdpa":
