@@ -1,7 +1,7 @@
 """Launch a job on SLURM:
 
     python -m lingua.stool script=apps.main.train config=apps/main/configs/debug.yaml nodes=1 ngpu=8 \
-        partition=learn [time=.. ncpu=.. mem=.. account=.. qos=.. constraint=.. exclude=.. exclusive=true ..] \
+        [partition=.. time=.. ncpu=.. mem=.. account=.. qos=.. constraint=.. exclude=.. exclusive=true ..] \
         [key.sub=value ...]
 
 Arguments named after a StoolArgs field configure the job; every other `key.sub=value` (or `config.key.sub=value`)
@@ -74,7 +74,7 @@ class StoolArgs:
     time: int = -1  # minutes; -1 = the partition's limit (sinfo)
     account: str = ""
     qos: str = ""
-    partition: str = "learn"  # empty = the cluster's default partition
+    partition: str = ""  # empty = the cluster's default partition
     stdout: bool = False  # False: one log file pair per task besides the job's own
     exclusive: bool = False  # whole nodes only
     signal_time: int = 120  # seconds before the time limit at which SLURM sends SIGUSR2
@@ -100,6 +100,8 @@ def parse_stool_args(argv: list[str]) -> StoolArgs:
     path, options = cli_overrides(stool_tokens)
     if path is None:
         raise ConfigError("missing config=<path to a YAML file>")
+    text_fields = {f.name for f in fields(StoolArgs) if f.type is str}
+    options = {k: "" if v is None and k in text_fields else v for k, v in options.items()}  # `partition=`: empty
     _, override_map = cli_overrides(overrides)
     paths = path if isinstance(path, list) else [path]
     config = merge_sources(*(load_yaml(str(p)) for p in paths), override_map)
@@ -237,6 +239,64 @@ def partition_minutes(partition: str, env: dict | None = None) -> int:
     return DEFAULT_MINUTES
 
 
+def parse_slurm_megabytes(text: str) -> float | None:
+    """MB of a SLURM memory size (`64G`, `500M`, `1T`, plain numbers are MB); None for 0 (all of the node's)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", text.upper())
+    if match is None:
+        raise StoolError(f"mem={text!r}; expected a SLURM memory size such as 64G or 500M (empty: all of the node's)")
+    value = float(match.group(1)) * {"K": 2**-10, "": 1, "M": 1, "G": 2**10, "T": 2**20}[match.group(2)]
+    return value or None
+
+
+def partition_nodes(partition: str, env: dict | None = None) -> tuple[str, list[tuple[int, int, float]]] | None:
+    """(name, [(CPUs, GPUs, memory MB) per node]) of `partition` (empty: the default one) from sinfo; None when
+    sinfo is missing or does not know the partition."""
+    try:
+        if not partition:
+            names = subprocess.run(["sinfo", "--noheader", "--format=%P"], capture_output=True, text=True, env=env,
+                                   timeout=60).stdout.split()  # fmt: skip
+            partition = next((name.rstrip("*") for name in names if name.endswith("*")), "")
+            if not partition:
+                return None
+        listing = subprocess.run(
+            ["sinfo", "--noheader", "--Node", f"--partition={partition}", "--format=%N|%c|%G|%m"],
+            capture_output=True, text=True, env=env, timeout=60,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    nodes = {}
+    for line in listing.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 4:
+            continue
+        name, cpus, gres, memory = parts
+        gpus = sum(int(n) for n in re.findall(r"(?:^|,)gpu(?::[^:,(]+)?:(\d+)", gres))
+        nodes[name] = (int(re.sub(r"\D", "", cpus) or 0), gpus, float(re.sub(r"[^\d.]", "", memory) or 0))
+    return (partition, list(nodes.values())) if nodes else None
+
+
+def check_resources(args: StoolArgs, env: dict | None = None) -> None:
+    """Refuse a job that no set of `nodes` nodes of the partition can hold (SLURM would reject it or leave it pending
+    for ever), with the numbers; nothing is checked when sinfo does not know the partition."""
+    found = partition_nodes(args.partition, env)
+    if found is None:
+        return
+    partition, nodes = found
+    cpus, gpus, memory = args.ncpu * max(args.ngpu, 1), args.ngpu, parse_slurm_megabytes(args.mem or "0")
+    fitting = [n for n in nodes if cpus <= n[0] and gpus <= n[1] and (memory is None or memory <= n[2])]
+    if len(fitting) >= args.nodes:
+        return
+    largest = max(nodes, key=lambda n: (n[1], n[0], n[2]))
+    per_task = f"ncpu={args.ncpu}" if not gpus else f"ncpu={args.ncpu} per GPU x ngpu={args.ngpu}"
+    asked = f"{args.nodes} node(s) with {cpus} CPUs ({per_task}), {gpus} GPUs"
+    asked += " and all of its memory" if memory is None else f" and {memory:.0f} MB (mem={args.mem})"
+    raise StoolError(
+        f"partition {partition!r} cannot run this job: it asks for {asked}, but {len(fitting)} of the partition's "
+        f"{len(nodes)} node(s) fit (the largest has {largest[0]} CPUs, {largest[1]} GPUs and {largest[2]:.0f} MB); "
+        "lower ncpu, ngpu, mem or nodes, or choose another partition"
+    )
+
+
 def render_submit_script(args: StoolArgs, python: str, workdir: str, minutes: int) -> str:
     dump_dir, name = args.config["dump_dir"], args.config["name"]
     tasks_per_node = max(args.ngpu, 1)
@@ -322,6 +382,8 @@ def launch_job(args: StoolArgs, env: dict | None = None) -> str | None:
             f"dump_dir {dump_dir} already exists; choose a new one, or pass dirs_exists_ok=true to launch into it "
             "(its newest checkpoint is resumed)"
         )
+    if os.path.basename(shlex.split(args.launcher)[0]) == "sbatch":  # inside an salloc the allocation exists
+        check_resources(args, env)
     minutes = args.time if args.time > 0 else partition_minutes(args.partition, env)
 
     if existed and args.override:

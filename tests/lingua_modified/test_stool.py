@@ -22,9 +22,12 @@ import pytest
 import yaml
 
 from lingua.stool import (
+    StoolArgs,
+    StoolError,
     eval_job_shape,
     launch_job,
     main,
+    parse_slurm_megabytes,
     parse_slurm_minutes,
     parse_stool_args,
     partition_minutes,
@@ -50,7 +53,7 @@ def in_lingua_root(monkeypatch):
 def stool_args(dump: Path, data_root: Path, *extra: str):
     return parse_stool_args([
         "script=apps.main.train", f"config={DEBUG_YAML}", "nodes=1", "ngpu=0", "ncpu=1", "time=30",
-        "partition=debug", f"dump_dir={dump}", f"data.root_dir={data_root}", *extra,
+        "partition=", f"dump_dir={dump}", f"data.root_dir={data_root}", *extra,
     ])  # fmt: skip
 
 
@@ -79,7 +82,8 @@ def fake_srun(tmp_path, monkeypatch):
 
 def test_bash_launcher_writes_the_job_files_and_runs_srun_in_the_code_snapshot(data, fake_srun):
     dump = data / "run"
-    args = stool_args(dump, data / "data", "launcher=bash", "steps=7", "optim.lr=0.01", "config.model.dim=48")
+    args = stool_args(dump, data / "data", "launcher=bash", "partition=debug", "steps=7", "optim.lr=0.01",
+                      "config.model.dim=48")  # fmt: skip
     assert launch_job(args) is None
 
     submit = (dump / "submit.slurm").read_text()
@@ -183,6 +187,24 @@ def test_a_yaml_that_does_not_parse_is_one_clear_error(data, capsys):
     assert f"config file '{bad}' is not valid YAML" in capsys.readouterr().err
 
 
+def test_an_empty_partition_means_the_clusters_default_and_is_the_default(data, fake_srun):
+    dump = data / "run"
+    argv = ["script=apps.main.train", f"config={DEBUG_YAML}", "nodes=1", "ngpu=0", "ncpu=1", "time=5", "partition=",
+            "launcher=bash", f"dump_dir={dump}", f"data.root_dir={data / 'data'}"]  # fmt: skip
+    args = parse_stool_args(argv)
+    assert args.partition == "" and StoolArgs().partition == ""
+    launch_job(args)
+    assert "--partition" not in (dump / "submit.slurm").read_text()  # sbatch then uses the cluster's default
+
+
+def test_slurm_memory_sizes():
+    assert [parse_slurm_megabytes(t) for t in ("500", "500M", "64G", "1T", "2048K", "0")] == [
+        500, 500, 65536, 2**20, 2, None,
+    ]  # fmt: skip
+    with pytest.raises(StoolError, match="mem='lots'; expected a SLURM memory size"):
+        parse_slurm_megabytes("lots")
+
+
 def test_slurm_durations_and_eval_job_shapes():
     assert [parse_slurm_minutes(t) for t in ("30", "30:00", "2:00:00", "1-00:00:00", "0:30", "infinite")] == [
         30, 30, 120, 1440, 1, None,
@@ -244,7 +266,7 @@ def logs(dump: Path) -> str:
 
 
 def losses(dump: Path) -> dict[int, float]:
-    """Per-step loss; a step logged twice (before and after a resume) keeps its latest value."""
+    """Per-step loss of metrics.jsonl."""
     return {r["global_step"]: r["loss/out"] for r in map(json.loads, (dump / "metrics.jsonl").read_text().splitlines())}
 
 
@@ -284,8 +306,40 @@ def test_sigusr2_checkpoints_requeues_and_resumes_exactly(slurm, data):
     assert f"requeued SLURM job {job_id}" in (dump / "train.log").read_text()
     saved = sorted(int(p.name) for p in (dump / "checkpoints").iterdir())
     assert len(saved) == 2 and 20 <= saved[0] < 100 and saved[1] == 100  # the SIGUSR2 save, then the final one
-    assert "resumed from" in (dump / "train.log").read_text()
-    assert losses(dump) == losses(straight)  # bitwise: the same floats at every step, the final one included
+    assert (
+        f"resumed from {dump / 'checkpoints' / f'{saved[0]:010d}'} at step {saved[0]}"
+        in (dump / "train.log").read_text()
+    )
+    # the requeued job logged only the steps after its checkpoint (a restart from step 0 would log 1.. again), each
+    # with the uninterrupted run's loss, bitwise
+    logged = [
+        (r["global_step"], r["loss/out"]) for r in map(json.loads, (dump / "metrics.jsonl").read_text().splitlines())
+    ]
+    assert [step for step, _ in logged] == list(range(1, 101))
+    assert dict(logged) == losses(straight)
+
+
+@pytest.mark.parametrize(
+    "request_, asked",
+    [
+        (["ncpu=4096"], "1 node(s) with 4096 CPUs (ncpu=4096), 0 GPUs and all of its memory"),
+        (["ncpu=1", "ngpu=1"], "1 node(s) with 1 CPUs (ncpu=1 per GPU x ngpu=1), 1 GPUs and all of its memory"),
+        (["ncpu=1", "mem=1000T"], "1 node(s) with 1 CPUs (ncpu=1), 0 GPUs and 1048576000 MB (mem=1000T)"),
+        (["ncpu=1", "nodes=2"], "2 node(s) with 1 CPUs (ncpu=1), 0 GPUs and all of its memory"),
+    ],
+)
+def test_a_request_the_partition_cannot_hold_is_refused_with_the_numbers(slurm, data, capsys, request_, asked):
+    """The default partition (debug, one node) is compared with what sinfo reports before anything is written."""
+    dump = data / "run"
+    argv = ["script=apps.main.train", f"config={DEBUG_YAML}", "nodes=1", "ngpu=0", "time=5", f"dump_dir={dump}",
+            f"data.root_dir={data / 'data'}", *request_]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: partition 'debug' cannot run this job: it asks for {asked}, but ") and "\n" == err[-1]
+    )
+    assert "node(s) fit (the largest has " in err and " CPUs, 0 GPUs and " in err and "lower ncpu, ngpu, mem" in err
+    assert not dump.exists()
 
 
 def test_a_partition_that_does_not_exist_is_slurms_error_in_one_line(slurm, data, capsys):
