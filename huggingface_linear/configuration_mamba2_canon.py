@@ -69,7 +69,7 @@ class Mamba2CanonConfig(PreTrainedConfig):
         self.time_step_min = time_step_min
         self.time_step_max = time_step_max
         self.time_step_floor = time_step_floor
-        self.time_step_limit = tuple(time_step_limit)  # JSON gives a list back
+        self.time_step_limit = tuple(time_step_limit)  # a saved config gives a list back
         self.rescale_prenorm_residual = rescale_prenorm_residual
         self.use_cache = use_cache
         self.rms_norm = rms_norm
@@ -87,6 +87,12 @@ class Mamba2CanonConfig(PreTrainedConfig):
             tie_word_embeddings=tie_word_embeddings,
             **kwargs,
         )
+
+    def to_dict(self):
+        out = super().to_dict()
+        # JSON has no tuples: the saved form is a list on every transformers release (5.x converts it itself)
+        out["time_step_limit"] = list(self.time_step_limit)
+        return out
 
     @property
     def ssm_width(self) -> int:

@@ -79,11 +79,13 @@ def environment(spec):
     if floating or not os.path.isdir(packages):
         partial = packages + ".partial"
         shutil.rmtree(partial, ignore_errors=True)
-        subprocess.run(
+        pip = subprocess.run(
             [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", partial,
              "--upgrade", f"transformers{spec}", *TEST_PACKAGES],
-            check=True,
+            capture_output=True, text=True,
         )  # fmt: skip
+        if pip.returncode:
+            raise RuntimeError(f"installing transformers{spec} failed:\n{pip.stdout}{pip.stderr}")
         shutil.rmtree(packages, ignore_errors=True)
         os.rename(partial, packages)
     venv = os.path.join(root, "venv")
@@ -133,9 +135,9 @@ def main(argv=None):
             if not ok:
                 failed.append(f"{version} {group}: see {log}")
         rows.append((version, cells))
-    width = max(len(v) for v, _ in rows)
-    print("\n| transformers".ljust(width + 3) + " | " + " | ".join(f"{g:11s}" for g in GROUPS) + " |")
-    print("|" + "-" * (width + 2) + "|" + "|".join("-" * 13 for _ in GROUPS) + "|")
+    width = max(len("transformers"), *(len(v) for v, _ in rows))
+    print(f"\n| {'transformers':{width}s} | " + " | ".join(f"{g:11s}" for g in GROUPS) + " |")
+    print(f"|{'-' * (width + 2)}|" + "|".join("-" * 13 for _ in GROUPS) + "|")
     for version, cells in rows:
         print(f"| {version:{width}s} | " + " | ".join(f"{c:11s}" for c in cells) + " |")
     if failed:
