@@ -71,7 +71,8 @@ def train(out: Path, name: str, canon_set: str, seed: int, steps: int, vocab_siz
 
 @torch.no_grad()
 def generate_from_hf(hf_dir: Path, test_file: Path, ids: list[int], examples: int = 3) -> list[dict]:
-    """Greedy answers of the exported LlamaCanon to the first query of a few test samples, in the generator's ids."""
+    """Greedy answers of the exported LlamaCanon to the first query of a few test samples: the expected and the
+    generated answer in the generator's ids, and the prompt and the generated answer in the trained (dense) ids."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(hf_dir, trust_remote_code=True).eval()
@@ -82,7 +83,14 @@ def generate_from_hf(hf_dir: Path, test_file: Path, ids: list[int], examples: in
         prompt = torch.tensor([record["tokens"][:start]])
         output = model.generate(prompt, max_new_tokens=end - start, do_sample=False)
         expected, generated = record["tokens"][start:end], output[0, start:].tolist()
-        shown.append(dict(expected=[ids[t] for t in expected], generated=[ids[t] for t in generated]))
+        shown.append(
+            dict(
+                expected=[ids[t] for t in expected],
+                generated=[ids[t] for t in generated],
+                prompt_dense=prompt[0].tolist(),
+                generated_dense=generated,
+            )
+        )
     return shown
 
 
@@ -129,6 +137,7 @@ def main(argv=None) -> int:
     hf_dir = out / "LlamaCanon-hf"
     convert_lingua_to_hf(str(final), str(hf_dir))
     examples = generate_from_hf(hf_dir, test_file, ids)
+    (out / "hf_generations.json").write_text(json.dumps(examples, indent=1))
     chart = out / "chart.html"
     runs = [str(out / name) for name in MODELS]
     plot = [sys.executable, "-m", "apps.plots.training_curves", "--runs", *runs, "--out", str(chart)]

@@ -34,6 +34,13 @@ def answer_spans(labels: list[int]) -> list[tuple[int, int]]:
 
 @torch.no_grad()
 def answer_accuracy(model: LMTransformer, records: list[dict], batch_size: int = 64) -> float:
+    """The fraction of answers (over all records) whose every token is the model's argmax given the true prefix."""
+    for number, record in enumerate(records):
+        spans = answer_spans(record["labels"])
+        if spans and spans[0][0] == 0:
+            raise ValueError(f"record {number}: an answer starts at the first token, which nothing predicts")
+    if not any(answer_spans(record["labels"]) for record in records):
+        raise ValueError("no answers to score: no record has a label 1")
     correct = total = 0
     for begin in range(0, len(records), batch_size):
         batch = records[begin : begin + batch_size]
