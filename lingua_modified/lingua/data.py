@@ -179,7 +179,13 @@ class ChunkReader:
             self.handle = None
 
     def _open(self) -> None:
-        self.handle = open(self.files[self.file_index], "rb")
+        try:
+            self.handle = open(self.files[self.file_index], "rb")
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"data file {self.files[self.file_index]} is gone: it was there when this data order was made; "
+                "restore it (the order needs every file it started with) or start a new run"
+            ) from None
         self.handle.seek(self.byte)
 
     def _next_file(self) -> None:
@@ -540,6 +546,11 @@ class BatchStream:
 
 class _ProducerError(NamedTuple):
     traceback: str
+    error: Exception | None  # a data error (bad file, bad line) the trainer re-raises as it is
+
+
+# errors about the data itself: their message says what is wrong, so the trainer raises them as they are
+DATA_ERRORS = (ValueError, FileNotFoundError)
 
 
 def _produce(state: dict, strict: bool, batches, stop) -> None:
@@ -553,9 +564,9 @@ def _produce(state: dict, strict: bool, batches, stop) -> None:
                 _put(batches, next(stream), stop)
         finally:
             stream.close()
-    except Exception:
+    except Exception as error:
         # put() only hands the item to the queue's feeder thread, which flushes it before the process exits
-        _put(batches, _ProducerError(traceback.format_exc()), stop)
+        _put(batches, _ProducerError(traceback.format_exc(), error if isinstance(error, DATA_ERRORS) else None), stop)
         return
     batches.cancel_join_thread()  # stopped: exit at once, even with batches nobody will read
 
@@ -603,6 +614,8 @@ class AsyncBatches:
                         f"the data loader process quit unexpectedly (exit code {self.process.exitcode})"
                     ) from None
             if isinstance(item, _ProducerError):
+                if item.error is not None:
+                    raise item.error
                 raise RuntimeError(f"the data loader process failed:\n{item.traceback}")
             return item
 

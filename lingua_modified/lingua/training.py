@@ -7,6 +7,7 @@ preemption) lives here once.
 
 import gc
 import importlib
+import json
 import logging
 import math
 import os
@@ -219,6 +220,21 @@ def evaluate_checkpoint(args: BaseTrainArgs, spec: ModelSpec, step: int, ckpt_di
     gc.collect()
 
 
+def evaluated(args: BaseTrainArgs, step: int) -> bool:
+    """Whether the in-training evaluation of `step` finished: it appends a line for the step to metrics.eval.jsonl or
+    metrics.validation.jsonl as its last act. Without `eval` there is nothing to do; a submitted eval job counts as
+    done (submit_eval_job skips a step whose eval folder exists)."""
+    if args.eval is None or args.async_eval_gpus is not None:
+        return args.eval is None
+    for name in ("metrics.eval.jsonl", "metrics.validation.jsonl"):
+        path = os.path.join(args.dump_dir, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                if any(json.loads(line).get("global_step") == step for line in f if line.strip()):
+                    return True
+    return False
+
+
 def submit_eval_job(args: BaseTrainArgs, spec: ModelSpec, step: int, ckpt_dir) -> None:
     """Submit the evaluation of the checkpoint of `step` as its own SLURM job on `async_eval_gpus` GPUs (0: CPU); the
     job appends its line to metrics.eval.jsonl itself. A failed submission is logged and training goes on."""
@@ -287,8 +303,13 @@ def _train(args: BaseTrainArgs, spec: ModelSpec, device: torch.device, stop: Sto
     optimizer, scheduler = build_optimizer(model, args.optim, args.steps)
     state = TrainState(0, 0, scheduler, init_dataloader_state_from_args(args.data, dp_rank, dp_degree))
     checkpoint = CheckpointManager(args.checkpoint, args.dump_dir, dp_rank)
-    checkpoint.load(model, optimizer, state)
+    resumed = checkpoint.load(model, optimizer, state)
     start_step = state.step
+    on_eval_grid = state.step % args.checkpoint.eval.every == 0 or state.step == args.steps
+    if resumed is not None and on_eval_grid and not evaluated(args, state.step):
+        # the run stopped while evaluating this checkpoint (or before submitting its evaluation job)
+        logger.warning(f"step {state.step} has no evaluation results; evaluating {resumed} now")
+        evaluate_checkpoint(args, spec, state.step, resumed)
     flops_per_token = spec.flops_per_token(n_params, args.model, args.data.seq_len)
 
     gc.disable()

@@ -105,12 +105,13 @@ class Outcome:
         return self.stdout + self.stderr
 
 
-def run(setup: Setup, dump: Path, data_root: Path, *extra: str, fault: str = "") -> Outcome:
-    """Run the trainer in its own process group with `fault` armed (see hook/sitecustomize.py)."""
+def run(setup: Setup, dump: Path, data_root: Path, *extra: str, fault: str = "", env: dict | None = None) -> Outcome:
+    """Run the trainer in its own process group with `fault` armed (see hook/sitecustomize.py); `env` adds
+    variables."""
     fault_log = dump.parent / f"{dump.name}.faults"
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(HOOK), str(LINGUA_ROOT)]), OMP_NUM_THREADS="1", FAULT=fault,
-        FAULT_LOG=str(fault_log), FAULT_TEST_PID=str(os.getpid()),
+        FAULT_LOG=str(fault_log), FAULT_TEST_PID=str(os.getpid()), **(env or {}),
     )  # fmt: skip
     fired_before = len(fault_log.read_text().splitlines()) if fault_log.exists() else 0
     process = subprocess.Popen(
@@ -169,6 +170,8 @@ def fault_data(tmp_path_factory) -> Path:
     with FileLock(str(root) + ".lock"):
         if not root.exists():
             write_text_data(root)
+            # held-out documents for the in-training evaluation (validation NLL) of test_faults
+            (root / "debug" / "debug.val.jsonl").write_text("".join(f'{{"text": "{w} {w} {w}."}}\n' for w in "ab"))
     return root
 
 

@@ -84,6 +84,14 @@ MUTATIONS = [
         "test_a_nan_loss",
     ),
     Mutation(
+        "evaluation-not-redone",
+        "an in-training evaluation interrupted by a kill is run again when the run resumes",
+        "lingua_modified/lingua/training.py",
+        "if resumed is not None and on_eval_grid and not evaluated(args, state.step):",
+        "if False:",
+        "test_sigkill_during_an_in_training_evaluation",
+    ),
+    Mutation(
         "disk-full-not-handled",
         "a save that fills the disk is one clear error and leaves no partial files",
         "lingua_modified/lingua/checkpoint.py",

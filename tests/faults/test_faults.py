@@ -9,6 +9,7 @@ the checkpoint it resumed from, so a run that silently restarts from step 0 fail
 Kill points are drawn from a seeded RNG (SEED) once, at import, and appear in the test ids.
 """
 
+import json
 import random
 import shutil
 import signal
@@ -41,6 +42,7 @@ SAVES = [(ONE, RNG.choice([2, 3])), (TWO, 2)]  # which save dies: the n-th one, 
 PREFETCH = RNG.randint(22, 24)  # the loader's n-th batch (see test_sigkill_in_the_data_loader_process)
 STOPS = [(name, RNG.choice([k for k in range(ONE.every + 1, ONE.steps) if k % ONE.every])) for name in ("term", "usr2")]
 NAN_STEP = RNG.choice(range(ONE.every + 1, ONE.steps + 1))
+EVAL_KILL = RNG.choice([2, 3])  # the n-th evaluation (of step 6 n) dies
 
 
 def ids(cases):
@@ -217,3 +219,117 @@ def test_a_full_disk_stops_with_one_clear_error_and_keeps_earlier_checkpoints(ho
     assert not list((dump / "checkpoints").glob(".partial-*"))
     for step in checkpoint_steps(dump):
         assert_same_files(dump / "checkpoints" / f"{step:010d}", ref.dump / "checkpoints" / f"{step:010d}")
+
+
+EVAL = ("checkpoint.eval.every=6", "eval.harness=null", "eval.generator.dtype=fp32", "eval.generator.device=cpu")
+
+
+def validation_steps(dump: Path) -> list[int]:
+    path = dump / "metrics.validation.jsonl"
+    return [json.loads(line)["global_step"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_sigkill_during_an_in_training_evaluation_then_the_evaluation_is_redone(tmp_path, fault_data, reference):
+    """Evaluations (validation NLL) at steps 6, 12, 18, 24; the second one is killed after loading its checkpoint.
+    The resumed run evaluates step 12 again, then trains on as if nothing happened."""
+    setup, dump = ONE, tmp_path / "run"
+    outcome = run(setup, dump, fault_data, *EVAL, fault=f"evalkill:{EVAL_KILL}")
+    assert_killed(outcome, f"evalkill:{EVAL_KILL}")
+    killed_at = EVAL_KILL * 6
+    assert checkpoint_steps(dump) == list(range(setup.every, killed_at + 1, setup.every))  # saved before evaluating
+    assert validation_steps(dump) == list(range(6, killed_at, 6))
+    lines_before = len(metric_lines(dump))
+    outcome = run(setup, dump, fault_data, *EVAL)
+    assert outcome.returncode == 0, outcome.stderr[-3000:]
+    assert f"step {killed_at} has no evaluation results; evaluating" in outcome.output
+    assert validation_steps(dump) == [6, 12, 18, 24]  # each once, the interrupted one redone first
+    assert_resumed_exactly(setup, dump, reference(setup), killed_at, lines_before)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad data: a clear error naming the file (and line), or a counted skip that leaves the data order as if the bad line
+# were not there
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def text_lines(words: str, count: int) -> list[bytes]:
+    return [json.dumps({"text": f"{words} {i} {words}."}).encode() for i in range(count)]
+
+
+def write_source(root: Path, files: dict[str, list[bytes]]) -> Path:
+    for name, lines in files.items():
+        path = root / "debug" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return root
+
+
+def assert_one_error(outcome, message: str) -> None:
+    assert outcome.returncode == 1, outcome.stderr[-3000:]
+    errors = [line for line in outcome.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [errors[0]] and errors[0].startswith(f"error: {message}"), outcome.stderr[-3000:]
+    assert "Traceback" not in outcome.stderr
+
+
+def test_token_ids_outside_the_vocabulary_are_one_error_naming_file_and_line(tmp_path):
+    lines = [json.dumps({"tokens": [1, 2, 3, 4] * 8}).encode()] * 2 + [json.dumps({"tokens": [5, 64, 6]}).encode()]
+    root = write_source(tmp_path / "data", {"debug.chunk.00.jsonl": lines * 20})
+    outcome = run(ONE, tmp_path / "run", root, "data.tokenizer.name=tokens", "data.tokenizer.vocab_size=64")
+    chunk = root / "debug" / "debug.chunk.00.jsonl"
+    assert_one_error(outcome, f"{chunk}:3: token id 64 is outside the tokenizer's vocabulary 0..63")
+
+
+def test_a_source_of_empty_files_is_one_error(tmp_path):
+    root = write_source(tmp_path / "data", {"debug.chunk.00.jsonl": [], "debug.chunk.01.jsonl": []})
+    assert_one_error(run(ONE, tmp_path / "run", root), "no usable line in a whole pass over")
+
+
+def test_a_malformed_line_is_an_error_when_strict(tmp_path):
+    root = write_source(tmp_path / "data", {"debug.chunk.00.jsonl": text_lines("alpha", 4) + [b'{"text": "\xff\xfe"}']})
+    outcome = run(ONE, tmp_path / "run", root, "data.error_on_malformed=true")
+    assert_one_error(outcome, f"{root / 'debug' / 'debug.chunk.00.jsonl'}:5: malformed line")
+
+
+def batches_of(root: Path, count: int) -> list:
+    from lingua.data import BatchStream, DataArgs, init_dataloader_state_from_args
+
+    args = DataArgs(root_dir=str(root), sources={"debug": 1.0}, batch_size=2, seq_len=16, prefetch_size=2)
+    stream = BatchStream(init_dataloader_state_from_args(args, 0, 1), strict=False)
+    try:
+        return [next(stream) for _ in range(count)]
+    finally:
+        stream.close()
+
+
+def test_skipped_lines_and_empty_files_leave_the_data_order_unchanged(tmp_path, caplog):
+    """Non-UTF-8 bytes, bad JSON and an empty file among good ones: the batches are those of the same data without
+    them (over several epochs), and every skipped line is counted in the loader state and logged as file:line."""
+    good = [text_lines("alpha", 30), text_lines("beta", 20)]
+    clean = write_source(tmp_path / "clean", {"debug.chunk.00.jsonl": good[0], "debug.chunk.01.jsonl": good[1]})
+    bad = good[0][:7] + [b'{"text": "caf\xe9"}'] + good[0][7:] + [b"{not json"]
+    dirty = write_source(
+        tmp_path / "dirty",
+        {"debug.chunk.00.jsonl": bad, "debug.chunk.01.jsonl": [], "debug.chunk.02.jsonl": good[1]},
+    )
+    expected, got = batches_of(clean, 60), batches_of(dirty, 60)
+    for (tokens, mask, _), (dirty_tokens, dirty_mask, _) in zip(expected, got, strict=True):
+        assert (tokens == dirty_tokens).all() and (mask == dirty_mask).all()
+    reader = got[-1][2]["it_state"]["it_state"]["it_state"]["source_to_state"]["debug"]
+    assert reader["current_iter"] >= 2 and reader["skipped"] >= 2 * reader["current_iter"]
+    chunk = dirty / "debug" / "debug.chunk.00.jsonl"
+    assert f"{chunk}:8: skipped malformed line" in caplog.text and f"{chunk}:32: skipped malformed line" in caplog.text
+
+
+def test_a_chunk_deleted_mid_run_is_one_error_and_resuming_without_it_too(tmp_path):
+    """The loader deletes the second chunk while it reads the first; when it gets there the run stops with one error
+    naming the file. Restarting then refuses to resume a data order that needs the missing file."""
+    # about 60 batches in the first chunk: the loader, up to 16 batches ahead, reaches the second after step 40
+    root = write_source(tmp_path / "data", {"debug.chunk.00.jsonl": text_lines("alpha", 1000),
+                                            "debug.chunk.01.jsonl": text_lines("beta", 100)})  # fmt: skip
+    gone = root / "debug" / "debug.chunk.01.jsonl"
+    dump = tmp_path / "run"
+    outcome = run(ONE, dump, root, "steps=200", fault="unlink:1", env={"FAULT_FILE": str(gone)})
+    assert outcome.fired and not gone.exists()
+    assert_one_error(outcome, f"data file {gone} is gone: it was there when this data order was made")
+    assert checkpoint_steps(dump), "the run stopped before its first checkpoint"
+    assert_one_error(run(ONE, dump, root, "steps=200"), f"{gone} (in the saved loader state) is missing")

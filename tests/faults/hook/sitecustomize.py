@@ -8,7 +8,8 @@ fired (one line "<point> <n> <pid>") just before it acts, so a test can tell an 
     kill:<n>      SIGKILL the whole process group during optimizer step n (before its update)
     save:<n>      SIGKILL the group inside the n-th checkpoint save, after its model and optimizer files are written
     prefetch:<n>  SIGKILL the group from the data loader's background process as it makes its n-th batch
-    evalkill:<n>  SIGKILL the group inside the n-th in-training evaluation, once its results are computed
+    unlink:<n>    the data loader's background process deletes the file FAULT_FILE as it makes its n-th batch
+    evalkill:<n>  SIGKILL the group inside the n-th in-training evaluation, once it has loaded the checkpoint
     term:<n>      send SIGTERM to this process during step n (every rank does, as a cluster preempting a job)
     usr2:<n>      the same with SIGUSR2
     nan:<n>       the n-th loss computed is NaN
@@ -106,8 +107,11 @@ def patch_data(module) -> None:
 
     def counted(self):
         # only in the background loader (the forkserver may import this module before forking it)
-        if multiprocessing.parent_process() is not None and fire("prefetch"):
-            kill_group()
+        if multiprocessing.parent_process() is not None and fire(POINT):
+            if POINT == "unlink":
+                os.unlink(os.environ["FAULT_FILE"])
+            else:
+                kill_group()
         return next_batch(self)
 
     module.BatchStream.__next__ = counted
@@ -120,19 +124,21 @@ def patch_training(module) -> None:
         if args.eval is None or args.async_eval_gpus is not None:
             return evaluate(args, spec, step, ckpt_dir)
         eval_module = module.eval_module(spec)
-        launch = eval_module.launch_eval
 
-        def dying_launch(eval_args):
-            # inside the evaluation: results computed, their metrics line not yet written
+        load = eval_module.load_consolidated_model_and_tokenizer
+
+        def dying_load(*args, **kwargs):
+            # inside the evaluation: the checkpoint consolidated and loaded, no result written yet
+            loaded = load(*args, **kwargs)
             if fire("evalkill"):
                 kill_group()
-            return launch(eval_args)
+            return loaded
 
-        eval_module.launch_eval = dying_launch
+        eval_module.load_consolidated_model_and_tokenizer = dying_load
         try:
             return evaluate(args, spec, step, ckpt_dir)
         finally:
-            eval_module.launch_eval = launch
+            eval_module.load_consolidated_model_and_tokenizer = load
 
     module.evaluate_checkpoint = evaluate_checkpoint
 
@@ -145,6 +151,7 @@ PATCHES = {
     "fill": {"lingua.checkpoint": patch_checkpoint},
     "nan": {"lingua.transformer": patch_transformer},
     "prefetch": {"lingua.data": patch_data},
+    "unlink": {"lingua.data": patch_data},
     "evalkill": {"lingua.training": patch_training},
 }.get(POINT, {})
 
@@ -167,6 +174,6 @@ class PatchAfterImport(importlib.abc.MetaPathFinder):
 
 
 if POINT:
-    if POINT not in {"kill", "save", "prefetch", "evalkill", "term", "usr2", "nan", "fill"} or COUNT < 1:
+    if POINT not in {"kill", "save", "prefetch", "unlink", "evalkill", "term", "usr2", "nan", "fill"} or COUNT < 1:
         raise SystemExit(f"FAULT={os.environ['FAULT']!r}; expected <point>:<n> with a point listed in {__file__}")
     sys.meta_path.insert(0, PatchAfterImport())
