@@ -6,7 +6,6 @@ Canon conv states live in `CanonCache`, which `generate()` receives instead of a
 """
 
 import json
-import math
 import os
 
 import torch
@@ -17,7 +16,18 @@ from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import PreTrainedModel
 
-from .canon_helper import CanonCache, ShortConvolution, canon_swiglu, create_canon, norm_canon, rms_normalize, upcast
+from .canon import (
+    ShortConvolution,
+    canon_call,
+    canon_swiglu,
+    conv_state,
+    create_canon,
+    init_canon,
+    map_states,
+    norm_then_canon,
+    rms_normalize,
+    upcast,
+)
 from .configuration_llama_canon import LlamaCanonConfig
 from .transformers_compat import (
     CACHE_NAME,
@@ -105,11 +115,6 @@ def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1, rope_version="huggingf
     return q_rot, k_rot
 
 
-def _apply_canon(canon, x, site, layer_idx, canon_mask, cache):
-    state = None if cache is None else cache.canon_state(layer_idx, site, canon, x)
-    return canon(x, attention_mask=canon_mask, conv_state=state)
-
-
 def _project_concat(x, *projections):
     """cat([p(x) for p in projections], -1), as one GEMM when all are plain nn.Linear; wrapped projections
     (adapters, quantisation) run as modules."""
@@ -117,12 +122,6 @@ def _project_concat(x, *projections):
         bias = None if projections[0].bias is None else torch.cat([p.bias for p in projections])
         return F.linear(x, torch.cat([p.weight for p in projections]), bias)
     return torch.cat([p(x) for p in projections], dim=-1)
-
-
-def _can_fuse(canon, canon_mask, cache, x):
-    """Training-style calls use the recomputing fusions, unless causal-conv1d kernels serve this tensor: on an
-    H100 they were faster (train step 1.73x Llama vs 2.1x) though they keep more activations (memory 1.18x vs 0.98x)."""
-    return cache is None and canon_mask is None and canon.fusable and not canon.uses_fast_path(x)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -148,12 +147,12 @@ class LlamaCanonMLP(nn.Module):
             return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
         if cache is None:  # training-style call: [gate | up] from one GEMM
             gate_up = _project_concat(x, self.gate_proj, self.up_proj)
-            if self.is_swiglu and _can_fuse(canon, canon_mask, cache, x):
-                # Canon-D and SwiGLU fused, recomputed in backward
-                return self.down_proj(canon_swiglu(gate_up, canon.weight[:, 0, :], canon.residual))
         else:  # decoding keeps two GEMMs rather than re-concatenating the weights for every token
             gate_up = torch.cat((self.gate_proj(x), self.up_proj(x)), dim=-1)
-        gate, up = _apply_canon(canon, gate_up, "canonD", self.layer_idx, canon_mask, cache).chunk(2, dim=-1)
+        key = (self.layer_idx, "canonD")
+        if self.is_swiglu:  # canon.py picks the formulation (fused with SwiGLU in training)
+            return self.down_proj(canon_swiglu(gate_up, canon, cache, key, canon_mask))
+        gate, up = canon_call(canon, gate_up, cache, key, canon_mask).chunk(2, dim=-1)
         return self.down_proj(self.act_fn(gate) * up)
 
 
@@ -221,7 +220,7 @@ class LlamaCanonAttention(nn.Module):
             if canon is not None:
                 qkv = torch.cat((q, k, v), dim=-1)
         if canon is not None:
-            qkv = _apply_canon(canon, qkv, "canonB", self.layer_idx, canon_mask, cache)
+            qkv = canon_call(canon, qkv, cache, (self.layer_idx, "canonB"), canon_mask)
             q, k, v = qkv.split(self.split_sizes, dim=-1)
         q = q.reshape(B, T, -1, self.head_dim).transpose(1, 2)
         k = k.reshape(B, T, -1, self.head_dim).transpose(1, 2)
@@ -266,11 +265,7 @@ class LlamaCanonDecoderLayer(GradientCheckpointingLayer):
 
     def _norm_then_canon(self, h, norm, site, canon_mask, cache):
         canon = getattr(self, site, None)
-        if canon is None:
-            return norm(h)
-        if _can_fuse(canon, canon_mask, cache, h):
-            return norm_canon(h, norm.weight, canon.weight[:, 0, :], norm.variance_epsilon, canon.residual)
-        return _apply_canon(canon, norm(h), site, self.layer_idx, canon_mask, cache)
+        return norm_then_canon(h, norm.weight, norm.variance_epsilon, canon, cache, (self.layer_idx, site), canon_mask)
 
     def forward(
         self,
@@ -299,6 +294,57 @@ class LlamaCanonDecoderLayer(GradientCheckpointingLayer):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Cache: keys/values plus the Canon conv states
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class CanonCache(DynamicCache):
+    """A DynamicCache that also owns the Canon conv states, one [B, K-1, C] tensor per (layer, site).
+
+    Beam search reordering, batch repetition and selection act on the conv states together with keys and values,
+    so every `generate()` mode sees consistent states. Cropping is refused while conv states exist: the last K-1
+    inputs before an arbitrary earlier position are not kept.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.conv_states: dict[tuple[int, str], torch.Tensor] = {}
+
+    def canon_state(self, layer_idx: int, site: str, canon: ShortConvolution, like: torch.Tensor):
+        """The conv state of (layer_idx, site) for inputs like `like` [B, T, C]; zeros on first use."""
+        return conv_state(self.conv_states, (layer_idx, site), canon, like)
+
+    def reorder_cache(self, beam_idx: torch.LongTensor):
+        super().reorder_cache(beam_idx)
+        self.conv_states = map_states(self.conv_states, lambda s: s.index_select(0, beam_idx.to(s.device)))
+
+    def batch_repeat_interleave(self, repeats: int):
+        super().batch_repeat_interleave(repeats)
+        self.conv_states = map_states(self.conv_states, lambda s: s.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor):
+        super().batch_select_indices(indices)
+        self.conv_states = map_states(self.conv_states, lambda s: s[indices])
+
+    def reset(self):
+        if hasattr(super(), "reset"):  # not on every transformers release's DynamicCache
+            super().reset()
+        self.conv_states = map_states(self.conv_states, torch.zeros_like)
+
+    @property
+    def is_croppable(self) -> bool:
+        return not self.conv_states and getattr(super(), "is_croppable", True)
+
+    def crop(self, *args, **kwargs):
+        if self.conv_states:
+            raise NotImplementedError(
+                "CanonCache cannot be cropped once Canon conv states exist (assisted/speculative decoding is not "
+                "supported); re-run the prefix instead"
+            )
+        super().crop(*args, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Pretrained base, model, causal LM
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -317,10 +363,7 @@ class LlamaCanonPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         std = self.config.initializer_range
         if isinstance(module, ShortConvolution):
-            # PyTorch's default conv init (uniform +-1/sqrt(K)) is what Canon layers are designed for: never 0.02
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                init.zeros_(module.bias)
+            init_canon(module, init)
         elif isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:

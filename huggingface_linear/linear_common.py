@@ -16,7 +16,16 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from .canon_helper import ShortConvolution, canon_swiglu, norm_canon, rms_normalize
+from .canon import (
+    ShortConvolution,
+    canon_call,
+    canon_swiglu,
+    conv_state,
+    init_canon,
+    map_states,
+    norm_then_canon,
+    rms_normalize,
+)
 from .transformers_compat import (
     CACHE_NAME,
     Cache,
@@ -53,14 +62,15 @@ class LinearCanonCache(Cache):
     def set_state(self, layer_idx: int, name: str, state: torch.Tensor) -> None:
         self.states[(layer_idx, name)] = state
 
+    @property
+    def conv_states(self) -> dict:
+        """Where canon.py's helpers find the conv states: the same dict as every other state."""
+        return self.states
+
     def conv_state(self, layer_idx: int, name: str, conv: ShortConvolution, like: torch.Tensor) -> torch.Tensor:
         """The conv state of (layer_idx, name) for inputs like `like` [B, T, C]; zeros (no history) on first use.
         The conv updates it in place."""
-        state = self.states.get((layer_idx, name))
-        if state is None:
-            state = like.new_zeros(like.shape[0], conv.kernel - 1, conv.hidden_size)
-            self.states[(layer_idx, name)] = state
-        return state
+        return conv_state(self.states, (layer_idx, name), conv, like)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.tokens_seen
@@ -81,7 +91,7 @@ class LinearCanonCache(Cache):
         return next(iter(self.states.values())).shape[0] if self.states else -1
 
     def _map_states(self, fn):
-        self.states = {key: fn(state) for key, state in self.states.items()}
+        self.states = map_states(self.states, fn)
 
     def reorder_cache(self, beam_idx: torch.LongTensor):
         self._map_states(lambda s: s.index_select(0, beam_idx.to(s.device)))
@@ -151,32 +161,17 @@ def is_canon(module) -> bool:
 
 def run_conv(conv, x, name, layer_idx, mask, cache):
     """conv(x) with its decode state taken from (and kept in) the cache when there is one."""
-    state = None if cache is None else cache.conv_state(layer_idx, name, conv, x)
-    return conv(x, attention_mask=mask, conv_state=state)
+    return canon_call(conv, x, cache, (layer_idx, name), mask)
 
 
-def can_fuse(canon, mask, cache, x) -> bool:
-    """Training-style calls (no cache, no padding) use canon_helper's recomputing fusions."""
-    return cache is None and mask is None and canon.fusable and not canon.uses_fast_path(x)
-
-
-def norm_then_canon(h, norm, canon, name, layer_idx, mask, cache):
-    """norm(h), then the Canon layer `canon` (A or C) when present."""
-    if canon is None:
-        return norm(h)
-    if can_fuse(canon, mask, cache, h):
-        return norm_canon(h, norm.weight, canon.weight[:, 0, :], norm.variance_epsilon, canon.residual)
-    return run_conv(canon, norm(h), name, layer_idx, mask, cache)
+def norm_canon_site(h, norm, canon, name, layer_idx, mask, cache):
+    """norm(h), then the Canon layer `canon` (A or C) when present; canon.py picks the formulation."""
+    return norm_then_canon(h, norm.weight, norm.variance_epsilon, canon, cache, (layer_idx, name), mask)
 
 
 def swiglu_down(gate_up, down_proj, canon, layer_idx, mask, cache):
     """down_proj(SiLU(gate) * up) for gate_up = [gate | up] ([B, T, 2I]), with Canon-D on gate_up when present."""
-    if canon is not None:
-        if can_fuse(canon, mask, cache, gate_up):
-            return down_proj(canon_swiglu(gate_up, canon.weight[:, 0, :], canon.residual))
-        gate_up = run_conv(canon, gate_up, "canonD", layer_idx, mask, cache)
-    gate, up = gate_up.chunk(2, dim=-1)
-    return down_proj(F.silu(gate) * up)
+    return down_proj(canon_swiglu(gate_up, canon, cache, (layer_idx, "canonD"), mask))
 
 
 class PreNormCanonBlock(GradientCheckpointingLayer):
@@ -185,9 +180,9 @@ class PreNormCanonBlock(GradientCheckpointingLayer):
 
     def forward(self, x, mask=None, cache=None):
         i = self.layer_idx
-        u = norm_then_canon(x, self.attn_norm, getattr(self, "canonA", None), "canonA", i, mask, cache)
+        u = norm_canon_site(x, self.attn_norm, getattr(self, "canonA", None), "canonA", i, mask, cache)
         h = x + self.attn(u, mask, cache)
-        u = norm_then_canon(h, self.mlp_norm, getattr(self, "canonC", None), "canonC", i, mask, cache)
+        u = norm_canon_site(h, self.mlp_norm, getattr(self, "canonC", None), "canonC", i, mask, cache)
         return h + self.mlp(u, mask, cache)
 
 
@@ -203,13 +198,6 @@ def low_rank_linear(in_features: int, rank: int, out_features: int, bias_out: bo
 # ----------------------------------------------------------------------------------------------------------------
 # Weight init helpers
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def init_canon(module: ShortConvolution) -> None:
-    """Canon layers keep PyTorch's default conv init, U(+-1/sqrt(K)) (U(+-0.5) for K = 4); bias zero."""
-    init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-    if module.bias is not None:
-        init.zeros_(module.bias)
 
 
 def init_linear_normal(module: nn.Linear, std: float, split_init: bool) -> None:
@@ -229,7 +217,7 @@ def init_fla_style(module, config) -> None:
     zeyuan_split_init), the original short convs and the embedding get N(0, initializer_range); norms start at 1."""
     std = config.initializer_range
     if is_canon(module):
-        init_canon(module)
+        init_canon(module, init)
     elif isinstance(module, (nn.Linear, nn.Conv1d)):
         init_linear_normal(module, std, config.zeyuan_split_init)
     elif isinstance(module, nn.Embedding):

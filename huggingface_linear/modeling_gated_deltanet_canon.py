@@ -12,8 +12,8 @@ from torch import nn
 from transformers.generation import GenerationMixin
 from transformers.modeling_utils import PreTrainedModel
 
+from .canon import create_canon, upcast
 from .canon_fields import swiglu_width
-from .canon_helper import create_canon, upcast
 from .configuration_gated_deltanet_canon import GatedDeltaNetCanonConfig
 from .linear_common import (
     GatedRMSNorm,

@@ -13,8 +13,8 @@ from transformers.activations import ACT2FN
 from transformers.generation import GenerationMixin
 from transformers.modeling_utils import PreTrainedModel
 
+from .canon import create_canon, upcast
 from .canon_fields import swiglu_width
-from .canon_helper import create_canon, upcast
 from .configuration_gla_canon import GLACanonConfig
 from .linear_common import (
     GatedRMSNorm,

@@ -14,18 +14,17 @@ from torch import nn
 from transformers.generation import GenerationMixin
 from transformers.modeling_utils import PreTrainedModel
 
-from .canon_helper import create_canon, upcast
+from .canon import create_canon, init_canon, upcast
 from .configuration_mamba2_canon import Mamba2CanonConfig
 from .linear_common import (
     LinearCanonBackboneMixin,
     LinearCanonLMMixin,
     RMSNorm,
-    init_canon,
     init_decay,
     is_canon,
     lingua_fields,
     model_arg,
-    norm_then_canon,
+    norm_canon_site,
     run_conv,
     short_conv,
     swiglu_down,
@@ -148,12 +147,12 @@ class Mamba2CanonBlock(GradientCheckpointingLayer):
     def forward(self, x, mask=None, cache=None):
         i = self.layer_idx
         residual = x.float() if self.residual_in_fp32 else x
-        u = norm_then_canon(x.to(self.norm.weight.dtype), self.norm, getattr(self, "canonA", None), "canonA", i,
+        u = norm_canon_site(x.to(self.norm.weight.dtype), self.norm, getattr(self, "canonA", None), "canonA", i,
                             mask, cache)  # fmt: skip
         h = residual + self.mixer(u, mask, cache)
         if not hasattr(self, "mlp"):
             return h
-        u = norm_then_canon(h, self.pre_mlp_layernorm, getattr(self, "canonC", None), "canonC", i, mask, cache)
+        u = norm_canon_site(h, self.pre_mlp_layernorm, getattr(self, "canonC", None), "canonC", i, mask, cache)
         return h + self.mlp(u.to(self.norm.weight.dtype), mask, cache)
 
 
@@ -172,7 +171,7 @@ class Mamba2CanonPreTrainedModel(PreTrainedModel):
         [time_step_min, time_step_max] floored at time_step_floor; norms 1."""
         config = self.config
         if is_canon(module):
-            init_canon(module)
+            init_canon(module, init)
         elif isinstance(module, nn.Conv1d):  # the mixer's own conv1d
             if module.weight.requires_grad:
                 init.kaiming_uniform_(module.weight, a=math.sqrt(5))

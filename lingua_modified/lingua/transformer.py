@@ -6,9 +6,10 @@ embedding, final norm and output head (`LMTransformer`). Generation passes an `I
 conv states, at the end of this file); without one every module runs its training path unchanged.
 
 Parameter names and state-dict order are the reference's (spec llamacanon.md §12.8), so checkpoints load into
-`huggingface.LlamaCanonForCausalLM` through `load_from_lingua_state`. The Canon layer itself is the Hugging Face
-package's `ShortConvolution` (same `weight [C, 1, K]` parameter), so both sides run one implementation, including
-its causal-conv1d fast path and the recomputing RMSNorm->Canon and Canon->SwiGLU fusions used in training.
+`huggingface.LlamaCanonForCausalLM` through `load_from_lingua_state`. The Canon layer is `lingua/canon.py`, a link
+to the Hugging Face package's flat `canon.py` (torch only: this library imports no transformers), so both sides run
+one implementation: its causal-conv1d and recomputing eager paths, and under torch.compile the shifted formulation
+that inductor fuses with the RMSNorm, residual and SwiGLU around each Canon site.
 """
 
 import math
@@ -18,7 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from huggingface.canon_helper import ShortConvolution, canon_swiglu, create_canon, norm_canon, rms_normalize, upcast
+from lingua.canon import (
+    ShortConvolution,
+    canon_call,
+    canon_swiglu,
+    create_canon,
+    norm_then_canon,
+    rms_normalize,
+    upcast,
+)
 
 CANON_SITES = "ABCD"
 INIT_STD_FACTORS = ("disabled", "global_depth", "current_depth", "dim_ratio")
@@ -194,7 +203,7 @@ def apply_rotary_emb(x, cos, sin):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Canon layers, optionally reset at document starts
+# Documents (Canon layers restart at each: ShortConvolution's doc_ids)
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -203,43 +212,14 @@ def document_ids(tokens: torch.Tensor, bos_id: int) -> torch.Tensor:
     return torch.cumsum(tokens == bos_id, dim=1)
 
 
-def document_conv(x, weight, doc_ids):
-    """Causal depthwise conv of x [B, T, C] with weight [C, K] that never reads inputs of an earlier document:
-    y[t] = sum_s weight[:, K-1-s] * x[t-s] over the shifts s < K with doc_ids[t-s] == doc_ids[t]."""
-    K = weight.shape[-1]
-    x32, w32 = upcast(x), upcast(weight)
-    y = x32 * w32[:, K - 1]
-    for shift in range(1, min(K, x.shape[1])):
-        same_doc = doc_ids[:, shift:] == doc_ids[:, :-shift]
-        contribution = x32[:, :-shift] * w32[:, K - 1 - shift] * same_doc[..., None]
-        y = y + F.pad(contribution, (0, 0, shift, 0))
-    return y.to(x.dtype)
-
-
-def apply_canon(canon: ShortConvolution, x, doc_ids=None, cache=None, site=""):
-    """canon(x), or with doc_ids [B, T] the same layer restarted (zero left context) at every document start, or
-    with a LayerCache continuing from the conv state of `site`."""
-    if cache is not None:
-        return cache.canon(site, canon, x)
-    if doc_ids is None:
-        return canon(x)
-    y = document_conv(x, canon.weight[:, 0, :], doc_ids)
-    if canon.bias is not None:
-        y = y + canon.bias
-    if canon.activation:
-        y = F.silu(y)
-    return x + y if canon.residual else y
-
-
-def fusable(canon: ShortConvolution, x, doc_ids, cache=None) -> bool:
-    """Whether the recomputing training fusions serve this call: plain Canon (no bias or activation), no document
-    resets, no inference cache, and no causal-conv1d kernel for this tensor (faster on GPUs; see huggingface/)."""
-    return doc_ids is None and cache is None and canon.fusable and not canon.uses_fast_path(x)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Attention (QK-norm, Canon-B, partial RoPE, GQA) and feed-forward (Canon-D)
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def _mask(cache):
+    """Which of this call's tokens are real (not left padding) during generation; None in training."""
+    return None if cache is None else cache.owner.new_token_mask
 
 
 class Attention(nn.Module):
@@ -267,7 +247,7 @@ class Attention(nn.Module):
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         if hasattr(self, "canonB"):
-            qkv = apply_canon(self.canonB, torch.cat((q, k, v), dim=-1), doc_ids, cache, "canonB")
+            qkv = canon_call(self.canonB, torch.cat((q, k, v), dim=-1), cache, "canonB", _mask(cache), doc_ids)
             q, k, v = qkv.split(self.split_sizes, dim=-1)
         q = apply_rotary_emb(q.view(B, T, self.n_heads, self.head_dim), *rope)
         k = apply_rotary_emb(k.view(B, T, self.n_kv_heads, self.head_dim), *rope)
@@ -313,10 +293,7 @@ class FeedForward(nn.Module):
         if canon is None:
             return self.w2(F.silu(self.w1(x)) * self.w3(x))
         gate_up = torch.cat((self.w1(x), self.w3(x)), dim=-1)
-        if fusable(canon, gate_up, doc_ids, cache):
-            return self.w2(canon_swiglu(gate_up, canon.weight[:, 0, :], canon.residual))
-        gate, up = apply_canon(canon, gate_up, doc_ids, cache, "canonD").chunk(2, dim=-1)
-        return self.w2(F.silu(gate) * up)
+        return self.w2(canon_swiglu(gate_up, canon, cache, "canonD", _mask(cache), doc_ids))
 
     def reset_parameters(self, init_std=None, factor=1.0):
         in_std = init_std or self.dim**-0.5
@@ -347,11 +324,7 @@ class TransformerBlock(nn.Module):
 
     def _norm_then_canon(self, h, norm, site, doc_ids, cache):
         canon = getattr(self, site, None)
-        if canon is None:
-            return norm(h)
-        if fusable(canon, h, doc_ids, cache):
-            return norm_canon(h, norm.weight, canon.weight[:, 0, :], norm.eps, canon.residual)
-        return apply_canon(canon, norm(h), doc_ids, cache, site)
+        return norm_then_canon(h, norm.weight, norm.eps, canon, cache, site, _mask(cache), doc_ids)
 
     def forward(self, x, rope, attn_mask=None, doc_ids=None, cache=None):
         h = x + self.attention(
@@ -364,7 +337,7 @@ class TransformerBlock(nn.Module):
         self.attention_norm.reset_parameters()
         self.feed_forward.reset_parameters(init_std, factor)
         self.ffn_norm.reset_parameters()
-        # Canon layers keep PyTorch's default conv init (uniform +-1/sqrt(K)) whatever init_base_std says
+        # Canon layers keep their own init (canon.init_canon) whatever init_base_std says
         for module in self.modules():
             if isinstance(module, ShortConvolution):
                 module.reset_parameters()
@@ -464,10 +437,12 @@ class InferenceCache:
 
 
 class LayerCache:
+    """One layer's keys/values and its Canon conv states (keyed by site, kept by canon.py's helpers)."""
+
     def __init__(self, owner: InferenceCache):
         self.owner = owner
         self.keys = self.values = None
-        self.canon_states: dict[str, torch.Tensor] = {}
+        self.conv_states: dict[str, torch.Tensor] = {}
 
     def update(self, k, v):
         """Store k, v [B, KV, T, hd] in the new slots; return the keys and values of every slot so far."""
@@ -478,10 +453,3 @@ class LayerCache:
         self.keys[:, :, start:end] = k
         self.values[:, :, start:end] = v
         return self.keys[:, :, :end], self.values[:, :, :end]
-
-    def canon(self, site: str, canon: ShortConvolution, x):
-        """The Canon layer `site` on the new inputs x [B, T, C], continuing from (and advancing) its conv state."""
-        state = self.canon_states.get(site)
-        if state is None:
-            state = self.canon_states[site] = x.new_zeros(x.shape[0], canon.kernel - 1, canon.hidden_size)
-        return canon(x, attention_mask=self.owner.new_token_mask, conv_state=state)

@@ -12,7 +12,7 @@ def test_save_pretrained_then_trust_remote_code_in_a_process_without_the_project
     model.save_pretrained(folder)
     files = set(os.listdir(folder))
     assert {"model.safetensors", "config.json", "configuration_llama_canon.py", "modeling_llama_canon.py",
-            "canon_helper.py", "transformers_compat.py"} <= files  # fmt: skip
+            "canon.py", "transformers_compat.py"} <= files  # fmt: skip
     auto_map = json.loads((folder / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForCausalLM"] == "modeling_llama_canon.LlamaCanonForCausalLM"
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from huggingface import CanonCache, LlamaCanonForCausalLM, canon_helper
+from huggingface import CanonCache, LlamaCanonForCausalLM, canon
 from huggingface.transformers_compat import CACHE_NAME, returned_cache
 
 from ..generation_oracles import (
@@ -255,7 +255,7 @@ def test_training_gradients_match_the_cached_path_and_checkpointing(make_model, 
 
 
 @pytest.mark.skipif(
-    canon_helper.causal_conv1d_fn is None or not torch.cuda.is_available(), reason="needs causal-conv1d and CUDA"
+    canon.causal_conv1d_fn is None or not torch.cuda.is_available(), reason="needs causal-conv1d and CUDA"
 )
 def test_cuda_fast_path_model_matches_cpu(make_model):
     """On CUDA the Canon layers run causal-conv1d (prefill and decode); logits and gradients match the CPU path."""

@@ -11,7 +11,7 @@ FILES = {
     "gdn": ("configuration_gated_deltanet_canon.py", "modeling_gated_deltanet_canon.py"),
     "mamba2": ("configuration_mamba2_canon.py", "modeling_mamba2_canon.py"),
 }
-SHARED = {"canon_fields.py", "canon_helper.py", "linear_common.py", "linear_recurrences.py", "transformers_compat.py"}
+SHARED = {"canon_fields.py", "canon.py", "linear_common.py", "linear_recurrences.py", "transformers_compat.py"}
 
 
 def test_save_pretrained_then_trust_remote_code_in_a_process_without_the_project(tmp_path, make_model):

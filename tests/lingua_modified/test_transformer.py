@@ -13,7 +13,6 @@ from apps.main.transformer import (
 )
 from lingua.transformer import (
     BaseTransformerArgs,
-    apply_canon,
     apply_rotary_emb,
     attention_mask,
     cross_entropy,
@@ -230,8 +229,8 @@ def test_canon_layer_is_a_causal_depthwise_conv_with_residual(residual, activati
     conv = F.silu(conv) if activation else conv
     expected = x + conv if residual else conv
     with torch.no_grad():
-        torch.testing.assert_close(apply_canon(canon, x), expected)
-        torch.testing.assert_close(apply_canon(canon, x, torch.zeros(2, 7, dtype=torch.long)), expected)
+        torch.testing.assert_close(canon(x), expected)
+        torch.testing.assert_close(canon(x, doc_ids=torch.zeros(2, 7, dtype=torch.long)), expected)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,22 +1,30 @@
-"""Canon layers: residual depthwise causal convolutions along the time axis, and the cache that carries them.
+"""Canon layers: residual depthwise causal convolutions along time. Torch only (no transformers), one flat file that
+the Hugging Face models, the linear models and the Lingua trainer all import (save_pretrained copies it next to the
+weights; `huggingface_linear/canon.py` and `lingua_modified/lingua/canon.py` are links to it).
 
-A Canon layer maps x[B, T, C] to x + conv(x), where conv is a per-channel causal convolution of kernel K whose last
-tap multiplies the current token (PyTorch's cross-correlation orientation, weight shape [C, 1, K]).
+A Canon layer maps x [B, T, C] to x + conv(x), where conv is a per-channel causal convolution of kernel K whose last
+tap multiplies the current token (PyTorch's cross-correlation orientation, weight [C, 1, K]), optionally with a bias,
+SiLU, and without the residual.
 
-Three ways to run it, all computing the same numbers:
-- `canon_conv` (plain PyTorch, any kernel size, any device): an autograd Function that saves only its input;
-- causal-conv1d kernels when the package is installed, the tensor is on CUDA and K is 2, 3 or 4;
-- `norm_canon` / `canon_swiglu`: training-time fusions of RMSNorm -> Canon and Canon -> SwiGLU that recompute the
-  cheap intermediate tensors in backward instead of storing them (used when there is no cache and no activation).
+Read top to bottom:
+- `canon_reference`: the plain definition, a few lines on torch's Conv1d; the tests' oracle, never used to train.
+- `shifted_conv`: the conv as K shifted multiply-adds over a padded view. Pointwise only, so under torch.compile it
+  fuses with the RMSNorm before it, the residual after it, SwiGLU around Canon-D and the q/k/v split around Canon-B;
+  it also serves document resets (a contribution across a document start is dropped) and cached prefill.
+- eager fast paths: causal-conv1d (CUDA, K in 2..4) and, elsewhere, chunked autograd Functions that recompute the
+  cheap tensors in backward (`canon_conv`, `norm_canon`, `canon_swiglu_recompute`).
+- `choose_path`: the one place that decides which of these a call runs.
+- `ShortConvolution` (the module: one forward, one decode `step`), then what the models call around it:
+  `norm_then_canon` (sites A, C), `canon_call` (B and the linear models' own short convs), `canon_swiglu` (D),
+  `conv_state` (the one helper every decode cache keeps its [B, K-1, C] states with) and `init_canon`.
 """
 
+import math
 import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from .transformers_compat import DynamicCache
 
 try:
     from causal_conv1d import causal_conv1d_fn
@@ -24,11 +32,7 @@ except ImportError:
     causal_conv1d_fn = None
 
 FAST_KERNEL_SIZES = (2, 3, 4)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Plain PyTorch causal depthwise convolution on [B, T, C] activations, chunked along time on CPU.
-# ----------------------------------------------------------------------------------------------------------------
+PATHS = ("step", "context", "shifted", "causal_conv1d", "recompute", "plain")
 
 
 def upcast(t: torch.Tensor) -> torch.Tensor:
@@ -41,6 +45,64 @@ def fold_residual(weight: torch.Tensor, residual: bool) -> torch.Tensor:
     if not residual:
         return weight
     return torch.cat([weight[:, :-1], weight[:, -1:] + 1], dim=1)
+
+
+def rms_normalize(h, norm_weight, eps):
+    """(norm_weight * h / rms(h), rstd) as LlamaRMSNorm computes it (statistics in fp32)."""
+    h32 = upcast(h)
+    rstd = torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + eps)
+    return norm_weight * (h32 * rstd).to(h.dtype), rstd
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The reference (the tests' oracle)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def canon_reference(x, weight, bias=None, activation=False, residual=True, context=None):
+    """A Canon layer by its definition: x [B, T, C], weight [C, K]; context [B, K-1, C] = the inputs before x
+    (zeros when None). Computed in fp32 (fp64 stays fp64) with torch's grouped Conv1d, returned in x's dtype."""
+    C, K = weight.shape
+    if context is None:
+        context = x.new_zeros(x.shape[0], K - 1, C)
+    full = upcast(torch.cat([context.to(x.dtype), x], dim=1)).transpose(1, 2)
+    y = F.conv1d(full, weight[:, None, :].to(full.dtype), None if bias is None else bias.to(full.dtype), groups=C)
+    y = y.transpose(1, 2)
+    if activation:
+        y = F.silu(y)
+    return (upcast(x) + y if residual else y).to(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The compile-fusable formulation: K shifted multiply-adds
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def shifted_conv(x, weight, context=None, doc_ids=None):
+    """y[:, t] = sum_s weight[:, K-1-s] * x[:, t-s] over shifts s < K, accumulated in fp32, in x's dtype.
+
+    context: optional [B, K-1, C] inputs before x (zeros otherwise). doc_ids: optional [B, T] document index of each
+    position; a term whose input lies in an earlier document is dropped (the layer restarts at every document).
+    Every op is elementwise on shifted views of one padded tensor, so inductor emits the whole conv (with whatever
+    elementwise work surrounds it) as one loop over the activations instead of an opaque convolution call.
+    """
+    K, T = weight.shape[-1], x.shape[1]
+    padded = F.pad(x, (0, 0, K - 1, 0)) if context is None else torch.cat([context.to(x.dtype), x], dim=1)
+    w = upcast(weight)
+    if doc_ids is not None:
+        padded_ids = F.pad(doc_ids, (K - 1, 0), value=-1)
+    y = upcast(x) * w[:, K - 1]
+    for s in range(1, K):
+        term = upcast(padded[:, K - 1 - s : K - 1 - s + T]) * w[:, K - 1 - s]
+        if doc_ids is not None:
+            term = term * (padded_ids[:, K - 1 - s : K - 1 - s + T] == doc_ids)[..., None]
+        y = y + term
+    return y.to(x.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Eager fast paths: chunked along time (on CPU), recomputing in backward
+# ----------------------------------------------------------------------------------------------------------------
 
 
 def _correlate(x: torch.Tensor, weight: torch.Tensor, pad_left: int = 0, pad_right: int = 0) -> torch.Tensor:
@@ -121,13 +183,6 @@ class _CanonConv(torch.autograd.Function):
 def canon_conv(x: torch.Tensor, weight: torch.Tensor, rows=None) -> torch.Tensor:
     """Causal depthwise conv of x [B, T, C] with weight [C, K] and zero left context (plain PyTorch)."""
     return _CanonConv.apply(x, weight, rows or _default_rows(x))
-
-
-def rms_normalize(h, norm_weight, eps):
-    """(norm_weight * h / rms(h), rstd) as LlamaRMSNorm computes it (statistics in fp32)."""
-    h32 = upcast(h)
-    rstd = torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + eps)
-    return norm_weight * (h32 * rstd).to(h.dtype), rstd
 
 
 class _NormCanon(torch.autograd.Function):
@@ -213,9 +268,41 @@ class _CanonSwiGLU(torch.autograd.Function):
         return grad_in, grad_w.to(weight.dtype), None, None
 
 
-def canon_swiglu(gate_up, weight, residual, rows=None):
+def canon_swiglu_recompute(gate_up, weight, residual, rows=None):
     """Canon-D on [gate | up] ([B, T, 2F], weight [2F, K]) followed by silu(gate) * up, recomputing in backward."""
     return _CanonSwiGLU.apply(gate_up, weight, residual, rows or _default_rows(gate_up))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Which path a call takes
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def choose_path(conv, x, mask=None, state=None, doc_ids=None) -> str:
+    """How `conv` runs on x [B, T, C] (one of PATHS); decided here only.
+
+    - "step" / "context": decoding with a conv state (one token / several).
+    - "shifted" under torch.compile and for document resets: the elementwise formulation, which inductor fuses
+      with the norm, residual and SwiGLU around it (the opaque kernels below cost extra passes there).
+    - "causal_conv1d" for CUDA tensors when the package is installed and K is 2..4: faster in eager training on an
+      H100 than the recomputing Functions (train step 1.73x Llama vs 2.1x), at more activation memory (1.18x vs 0.98x).
+    - "recompute": the chunked Functions that fuse a plain Canon layer (no bias, no activation) with its
+      neighbours and keep only their inputs; eager training without padding.
+    - "plain": the chunked convolution alone (padding masks, bias or activation).
+    """
+    if state is not None:
+        return "step" if x.shape[1] == 1 else "context"
+    if doc_ids is not None or _compiling():
+        return "shifted"
+    if conv.uses_fast_path(x):
+        return "causal_conv1d"
+    if mask is None and conv.fusable:
+        return "recompute"
+    return "plain"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -250,9 +337,7 @@ class ShortConvolution(nn.Conv1d):
         self.residual = bool(residual)
 
     def reset_parameters(self):
-        super().reset_parameters()
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        init_canon(self)
 
     def extra_repr(self):
         return (
@@ -272,57 +357,61 @@ class ShortConvolution(nn.Conv1d):
     def uses_fast_path(self, x: torch.Tensor) -> bool:
         return causal_conv1d_fn is not None and x.is_cuda and self.kernel in FAST_KERNEL_SIZES
 
-    def forward(self, x, attention_mask=None, conv_state=None, use_fast_path=None):
+    def forward(self, x, attention_mask=None, conv_state=None, doc_ids=None, path=None):
         """Apply the Canon layer to x [B, T, C].
 
         attention_mask: optional [B, T] (1 = token, 0 = padding); padding positions are zeroed before the conv
             (out of place), so they never leak into later tokens.
         conv_state: optional [B, K-1, C] tensor with the previous K-1 inputs (oldest first). It serves as left
             context and is replaced by the last K-1 inputs of this call (updated in place).
-        use_fast_path: force (True) or forbid (False) the causal-conv1d kernels; default: when available.
+        doc_ids: optional [B, T] document index per position: the layer restarts (zero context) at each new one.
+        path: one of PATHS to force a formulation (tests); default `choose_path`'s.
         Returns the output [B, T, C].
         """
         if attention_mask is not None:
             x = torch.where(attention_mask[..., None].bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
-        if conv_state is not None and x.shape[1] == 1:
-            y = self._step(x, conv_state)
-            return x + y if self.residual else y
-        fast = self.uses_fast_path(x) if use_fast_path is None else use_fast_path
+        path = path or choose_path(self, x, attention_mask, conv_state, doc_ids)
+        if path == "step":
+            return self.step(x, conv_state)
         folded = self.residual and not self.activation
         weight = fold_residual(self.weight[:, 0, :], folded)
-        if conv_state is None:
-            y = (
-                causal_conv1d_fn(x.transpose(1, 2), weight, None, None).transpose(1, 2)
-                if fast
-                else canon_conv(x, weight)
-            )
+        if path == "context":
+            y = shifted_conv(x, weight, context=conv_state)
+            keep = torch.cat([conv_state.to(x.dtype), x], dim=1)[:, x.shape[1] :]
+            conv_state.copy_(keep)
+        elif path == "shifted":
+            y = shifted_conv(x, weight, doc_ids=doc_ids)
+        elif path == "causal_conv1d":
+            y = causal_conv1d_fn(x.transpose(1, 2), weight, None, None).transpose(1, 2)
+        elif path in ("recompute", "plain"):
+            y = canon_conv(x, weight)
         else:
-            context = torch.cat([conv_state.to(x.dtype), x], dim=1)
-            y = canon_conv(context, weight)[:, self.kernel - 1 :]
-            conv_state.copy_(context[:, context.shape[1] - (self.kernel - 1) :])
+            raise ValueError(f"path={path!r}; expected one of {PATHS}")
         if self.bias is not None:
             y = y + self.bias
         if self.activation:
             y = F.silu(y)
         return x + y if self.residual and not folded else y
 
-    def _step(self, x, conv_state):
-        """One decoding step (bias and activation included, residual not): the conv over the K-1 stored inputs
-        and x [B, 1, C]; the state shifts by one, in place. A handful of ops, because decoding is bound by per-op
-        overhead: on an H100 this beat causal_conv1d_update (0.61x vs 0.53x Llama's tokens/s) and it is exact."""
+    def step(self, x, conv_state):
+        """One decoding step: x [B, 1, C] after the K-1 inputs in conv_state, which shifts by one in place. A handful
+        of ops, because decoding is bound by per-op overhead: on an H100 this beat causal_conv1d_update (0.61x vs
+        0.53x Llama's tokens/s) and it is exact."""
         window = torch.cat([conv_state, x], dim=1)  # [B, K, C], oldest first
         conv_state.copy_(window[:, 1:])
         y = (upcast(window) * upcast(self.weight[:, 0, :]).T).sum(1, keepdim=True).to(x.dtype)
         if self.bias is not None:
             y = y + self.bias
-        return F.silu(y) if self.activation else y
+        if self.activation:
+            y = F.silu(y)
+        return x + y if self.residual else y
 
 
 def create_canon(channels: int, config) -> ShortConvolution:
-    """Build a Canon layer of width `channels` from the canon_* fields of a config."""
+    """Build a Canon layer of width `channels` from the canon_* fields of a config (HF config or Lingua args)."""
     if causal_conv1d_fn is None and config.canon_kernel in FAST_KERNEL_SIZES and torch.cuda.is_available():
         warnings.warn(
-            "causal-conv1d is not installed: Canon layers use the plain PyTorch path on CUDA (slower).",
+            "causal-conv1d is not installed: eager Canon layers use the plain PyTorch path on CUDA (slower).",
             ImportWarning,
             stacklevel=2,
         )
@@ -335,61 +424,62 @@ def create_canon(channels: int, config) -> ShortConvolution:
     )
 
 
+def init_canon(module: ShortConvolution, fns=nn.init) -> None:
+    """PyTorch's default conv init, U(+-1/sqrt(K)), is what Canon layers are designed for (never the models' 0.02);
+    the bias starts at zero. `fns`: the init functions to use (transformers 5 passes its own, which skip loaded
+    parameters)."""
+    fns.kaiming_uniform_(module.weight, a=math.sqrt(5))
+    if module.bias is not None:
+        fns.zeros_(module.bias)
+
+
 # ----------------------------------------------------------------------------------------------------------------
-# Cache
+# What the models call: the sites with their neighbours, and the decode states
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class CanonCache(DynamicCache):
-    """A DynamicCache that also owns the Canon conv states, one [B, K-1, C] tensor per (layer, site).
+def conv_state(states: dict, key, conv: ShortConvolution, like: torch.Tensor) -> torch.Tensor:
+    """The conv state of `key` in a cache's dict `states` for inputs like `like` [B, T, C]: zeros (no history) on
+    first use, then whatever the layer left there."""
+    state = states.get(key)
+    if state is None:
+        state = states[key] = like.new_zeros(like.shape[0], conv.kernel - 1, conv.hidden_size)
+    return state
 
-    Beam search reordering, batch repetition and selection act on the conv states together with keys and values,
-    so every `generate()` mode sees consistent states. Cropping is refused while conv states exist: the last K-1
-    inputs before an arbitrary earlier position are not kept.
-    """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.canon_states: dict[tuple[int, str], torch.Tensor] = {}
+def _state(cache, key, conv, like):
+    return None if cache is None else conv_state(cache.conv_states, key, conv, like)
 
-    def canon_state(self, layer_idx: int, site: str, canon: ShortConvolution, like: torch.Tensor):
-        """The conv state of (layer_idx, site) for inputs like `like` [B, T, C], created as zeros (no left
-        context) on first use."""
-        key = (layer_idx, site)
-        state = self.canon_states.get(key)
-        if state is None:
-            state = like.new_zeros(like.shape[0], canon.kernel - 1, canon.hidden_size)
-            self.canon_states[key] = state
-        return state
 
-    def _map_states(self, fn):
-        self.canon_states = {key: fn(state) for key, state in self.canon_states.items()}
+def canon_call(conv, x, cache=None, key=None, mask=None, doc_ids=None):
+    """conv(x), continuing from and advancing the state `key` of `cache` (anything with a `conv_states` dict)."""
+    return conv(x, attention_mask=mask, conv_state=_state(cache, key, conv, x), doc_ids=doc_ids)
 
-    def reorder_cache(self, beam_idx: torch.LongTensor):
-        super().reorder_cache(beam_idx)
-        self._map_states(lambda s: s.index_select(0, beam_idx.to(s.device)))
 
-    def batch_repeat_interleave(self, repeats: int):
-        super().batch_repeat_interleave(repeats)
-        self._map_states(lambda s: s.repeat_interleave(repeats, dim=0))
+def norm_then_canon(h, norm_weight, eps, canon=None, cache=None, key=None, mask=None, doc_ids=None):
+    """RMSNorm(h), then the Canon layer `canon` (sites A and C) when there is one."""
+    if canon is None:
+        return rms_normalize(h, norm_weight, eps)[0]
+    state = _state(cache, key, canon, h)
+    path = choose_path(canon, h, mask, state, doc_ids)
+    if path == "recompute":
+        return norm_canon(h, norm_weight, canon.weight[:, 0, :], eps, canon.residual)
+    n = rms_normalize(h, norm_weight, eps)[0]
+    return canon(n, attention_mask=mask, conv_state=state, doc_ids=doc_ids, path=path)
 
-    def batch_select_indices(self, indices: torch.Tensor):
-        super().batch_select_indices(indices)
-        self._map_states(lambda s: s[indices])
 
-    def reset(self):
-        if hasattr(super(), "reset"):  # not on every transformers release's DynamicCache
-            super().reset()
-        self._map_states(torch.zeros_like)
+def canon_swiglu(gate_up, canon=None, cache=None, key=None, mask=None, doc_ids=None):
+    """SiLU(gate) * up for gate_up = [gate | up] [B, T, 2F], after Canon-D on gate_up when there is one."""
+    if canon is not None:
+        state = _state(cache, key, canon, gate_up)
+        path = choose_path(canon, gate_up, mask, state, doc_ids)
+        if path == "recompute":
+            return canon_swiglu_recompute(gate_up, canon.weight[:, 0, :], canon.residual)
+        gate_up = canon(gate_up, attention_mask=mask, conv_state=state, doc_ids=doc_ids, path=path)
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
 
-    @property
-    def is_croppable(self) -> bool:
-        return not self.canon_states and getattr(super(), "is_croppable", True)
 
-    def crop(self, *args, **kwargs):
-        if self.canon_states:
-            raise NotImplementedError(
-                "CanonCache cannot be cropped once Canon conv states exist (assisted/speculative decoding is not "
-                "supported); re-run the prefix instead"
-            )
-        super().crop(*args, **kwargs)
+def map_states(states: dict, fn) -> dict:
+    """`states` with fn applied to every tensor (beam reordering, batch repetition and selection)."""
+    return {key: fn(state) for key, state in states.items()}

@@ -1,1 +1,0 @@
-../huggingface/canon_helper.py
