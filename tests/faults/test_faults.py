@@ -33,11 +33,13 @@ RNG = random.Random(SEED)
 
 
 def kill_steps(setup, count):
-    """Steps to kill in: after the first checkpoint (so resuming differs from restarting) and before the last step."""
-    return sorted(RNG.sample(range(setup.every + 2, setup.steps), count))
+    """Steps to kill in, one drawn in each of the first `count` checkpoint intervals after the first checkpoint (so
+    resuming differs from restarting, and each point resumes from a different checkpoint), never the last step."""
+    starts = range(setup.every, setup.steps, setup.every)[:count]
+    return [RNG.randrange(start + 2, min(start + setup.every, setup.steps - 1) + 1) for start in starts]
 
 
-KILLS = [(ONE, k) for k in kill_steps(ONE, 2)] + [(TWO, *kill_steps(TWO, 1)), (NODES, *kill_steps(NODES, 1))]
+KILLS = [(ONE, k) for k in kill_steps(ONE, 3)] + [(TWO, *kill_steps(TWO, 1)), (NODES, *kill_steps(NODES, 1))]
 SAVES = [(ONE, RNG.choice([2, 3])), (TWO, 2)]  # which save dies: the n-th one, at step n * every
 PREFETCH = RNG.randint(22, 24)  # the loader's n-th batch (see test_sigkill_in_the_data_loader_process)
 STOPS = [(name, RNG.choice([k for k in range(ONE.every + 1, ONE.steps) if k % ONE.every])) for name in ("term", "usr2")]
