@@ -40,7 +40,7 @@ def kill_steps(setup, count):
 
 
 KILLS = [(ONE, k) for k in kill_steps(ONE, 3)] + [(TWO, *kill_steps(TWO, 1)), (NODES, *kill_steps(NODES, 1))]
-SAVES = [(ONE, RNG.choice([2, 3])), (TWO, 2)]  # which save dies: the n-th one, at step n * every
+SAVES = [(ONE, RNG.choice([2, 3])), (TWO, 2), (NODES, 2)]  # which save dies: the n-th one, at step n * every
 PREFETCH = RNG.randint(22, 24)  # the loader's n-th batch (see test_sigkill_in_the_data_loader_process)
 STOPS = [(name, RNG.choice([k for k in range(ONE.every + 1, ONE.steps) if k % ONE.every])) for name in ("term", "usr2")]
 NAN_STEP = RNG.choice(range(ONE.every + 1, ONE.steps + 1))
