@@ -191,17 +191,16 @@ def reference(tmp_path_factory, fault_data):
             base = shared_folder(tmp_path_factory)
             standard = {1: ONE, 2: TWO}[setup.world]
             dump = base / f"reference-{setup.reference}"
-            with FileLock(str(dump) + ".lock"):
+            final = dump / "checkpoints" / f"{standard.steps:010d}"
+            with FileLock(str(dump) + ".lock"):  # one worker trains and consolidates, the others wait and read
                 if not (dump / "done").exists():
                     outcome = run(standard, dump, fault_data)
                     assert outcome.returncode == 0, outcome.stderr[-3000:]
                     (dump / "done").write_text("")
-            final = dump / "checkpoints" / f"{standard.steps:010d}"
+                weights = consolidated_weights(final)
             losses = dict(metric_lines(dump))
             assert sorted(losses) == list(range(1, standard.steps + 1))
-            made[setup.reference] = Reference(
-                standard, dump, losses, train_states(final, setup.world), consolidated_weights(final)
-            )
+            made[setup.reference] = Reference(standard, dump, losses, train_states(final, setup.world), weights)
         return made[setup.reference]
 
     return get
