@@ -335,3 +335,20 @@ def test_a_chunk_deleted_mid_run_is_one_error_and_resuming_without_it_too(tmp_pa
     assert_one_error(outcome, f"data file {gone} is gone: it was there when this data order was made")
     assert checkpoint_steps(dump), "the run stopped before its first checkpoint"
     assert_one_error(run(ONE, dump, root, "steps=200"), f"{gone} (in the saved loader state) is missing")
+
+
+def test_a_checkpoint_damaged_for_one_rank_only_is_skipped_by_every_rank(tmp_path, fault_data, reference):
+    """Two processes; rank 1's train state of the newest checkpoint (8) is broken, rank 0's is fine: both ranks
+    agree to skip it and resume from 4."""
+    setup, ref = TWO, reference(TWO)
+    dump = tmp_path / "run"
+    shutil.copytree(ref.dump, dump, ignore=shutil.ignore_patterns("consolidated"))
+    shutil.rmtree(dump / "checkpoints" / f"{setup.steps:010d}")
+    metrics = dump / "metrics.jsonl"
+    metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:8]))
+    (dump / "checkpoints" / "0000000008" / "train_state_00001.json").write_text("{")
+
+    outcome = resume(setup, dump, fault_data, reference, 4)
+    skipped = f"skipped checkpoint {dump / 'checkpoints' / '0000000008'}: "
+    assert f"{skipped}train_state_00001.json does not parse" in outcome.output
+    assert f"{skipped}damaged on another rank" in outcome.output
