@@ -78,22 +78,34 @@ def canon_reference(x, weight, bias=None, activation=False, residual=True, conte
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def shifted_conv(x, weight, context=None, doc_ids=None):
-    """y[:, t] = sum_s weight[:, K-1-s] * x[:, t-s] over shifts s < K, accumulated in fp32, in x's dtype.
+def shifted_conv(x, weight, context=None, doc_ids=None, residual=False):
+    """y[:, t] = sum_s weight[:, K-1-s] * x[:, t-s] over shifts s < K (plus x when `residual`), accumulated in fp32,
+    returned in x's dtype.
 
     context: optional [B, K-1, C] inputs before x (zeros otherwise). doc_ids: optional [B, T] document index of each
     position; a term whose input lies in an earlier document is dropped (the layer restarts at every document).
-    Every op is elementwise on shifted views of one padded tensor, so inductor emits the whole conv (with whatever
-    elementwise work surrounds it) as one loop over the activations instead of an opaque convolution call.
+    Every op is elementwise on a shifted view of x, so inductor emits the whole conv (with whatever elementwise work
+    surrounds it) inside the loops it already runs over the activations, instead of an opaque convolution call. Two
+    details keep those loops vectorised on CPU: the taps are gathered as [K, C] (each tap contiguous over channels;
+    the cat that folds the residual in is realised in that layout), and each shift pads its own view of x (a shared
+    padded copy would be written out in full).
     """
     K, T = weight.shape[-1], x.shape[1]
-    padded = F.pad(x, (0, 0, K - 1, 0)) if context is None else torch.cat([context.to(x.dtype), x], dim=1)
-    w = upcast(weight)
+    taps = upcast(weight).t()
+    taps = torch.cat([taps[:-1], taps[-1:] + 1]) if residual else torch.cat([taps[:-1], taps[-1:]])
+    if context is not None:
+        full = torch.cat([context.to(x.dtype), x], dim=1)
     if doc_ids is not None:
         padded_ids = F.pad(doc_ids, (K - 1, 0), value=-1)
-    y = upcast(x) * w[:, K - 1]
+    y = upcast(x) * taps[K - 1]
     for s in range(1, K):
-        term = upcast(padded[:, K - 1 - s : K - 1 - s + T]) * w[:, K - 1 - s]
+        if context is not None:
+            shifted = full[:, K - 1 - s : K - 1 - s + T]
+        elif s < T:
+            shifted = F.pad(x[:, : T - s], (0, 0, s, 0))
+        else:  # the input s positions back lies before the sequence: zero
+            break
+        term = upcast(shifted) * taps[K - 1 - s]
         if doc_ids is not None:
             term = term * (padded_ids[:, K - 1 - s : K - 1 - s + T] == doc_ids)[..., None]
         y = y + term
@@ -376,22 +388,26 @@ class ShortConvolution(nn.Conv1d):
         folded = self.residual and not self.activation
         weight = fold_residual(self.weight[:, 0, :], folded)
         if path == "context":
-            y = shifted_conv(x, weight, context=conv_state)
+            y = shifted_conv(x, self.weight[:, 0, :], context=conv_state, residual=folded)
             keep = torch.cat([conv_state.to(x.dtype), x], dim=1)[:, x.shape[1] :]
             conv_state.copy_(keep)
         elif path == "shifted":
-            y = shifted_conv(x, weight, doc_ids=doc_ids)
+            y = shifted_conv(x, self.weight[:, 0, :], doc_ids=doc_ids, residual=folded)
         elif path == "causal_conv1d":
             y = causal_conv1d_fn(x.transpose(1, 2), weight, None, None).transpose(1, 2)
         elif path in ("recompute", "plain"):
             y = canon_conv(x, weight)
         else:
             raise ValueError(f"path={path!r}; expected one of {PATHS}")
-        if self.bias is not None:
-            y = y + self.bias
+        return self.finish(x, y, self.bias)
+
+    def finish(self, x, y, bias):
+        """Bias, SiLU and (unless folded into the taps, as when there is no activation) the residual, on conv(x)."""
+        if bias is not None:
+            y = y + bias
         if self.activation:
-            y = F.silu(y)
-        return x + y if self.residual and not folded else y
+            return x + F.silu(y) if self.residual else F.silu(y)
+        return y
 
     def step(self, x, conv_state):
         """One decoding step: x [B, 1, C] after the K-1 inputs in conv_state, which shifts by one in place. A handful
@@ -468,8 +484,36 @@ def norm_then_canon(h, norm_weight, eps, canon=None, cache=None, key=None, mask=
     return canon(n, attention_mask=mask, conv_state=state, doc_ids=doc_ids, path=path)
 
 
+def canon_parts(conv, parts, cache=None, key=None, mask=None, doc_ids=None):
+    """conv applied to the channel concatenation of `parts` ([B, T, C_i] each), returned as the same parts (Canon-B
+    on q, k, v). On the shifted path each part runs alone with its slice of the taps, so the concatenation is never
+    written out; the other paths concatenate."""
+    state = _state(cache, key, conv, parts[0])
+    path = choose_path(conv, parts[0], mask, state, doc_ids)
+    widths = [p.shape[-1] for p in parts]
+    if path != "shifted" or mask is not None:
+        whole = conv(torch.cat(parts, dim=-1), attention_mask=mask, conv_state=state, doc_ids=doc_ids, path=path)
+        return whole.split(widths, dim=-1)
+    folded = conv.residual and not conv.activation
+    weights = conv.weight[:, 0, :].split(widths)
+    biases = [None] * len(parts) if conv.bias is None else conv.bias.split(widths)
+    return [
+        conv.finish(x, shifted_conv(x, w, doc_ids=doc_ids, residual=folded), b)
+        for x, w, b in zip(parts, weights, biases, strict=True)
+    ]
+
+
 def canon_swiglu(gate_up, canon=None, cache=None, key=None, mask=None, doc_ids=None):
-    """SiLU(gate) * up for gate_up = [gate | up] [B, T, 2F], after Canon-D on gate_up when there is one."""
+    """SiLU(gate) * up for gate_up = [gate | up] [B, T, 2F] or the pair (gate, up), after Canon-D when there is one.
+    A pair on the shifted path never forms [gate | up]."""
+    if isinstance(gate_up, (tuple, list)):
+        if (
+            canon is not None
+            and choose_path(canon, gate_up[0], mask, _state(cache, key, canon, gate_up[0]), doc_ids) == "shifted"
+        ):
+            gate, up = canon_parts(canon, gate_up, cache, key, mask, doc_ids)
+            return F.silu(gate) * up
+        gate_up = torch.cat(gate_up, dim=-1)
     if canon is not None:
         state = _state(cache, key, canon, gate_up)
         path = choose_path(canon, gate_up, mask, state, doc_ids)

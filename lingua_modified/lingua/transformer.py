@@ -21,7 +21,7 @@ from torch import nn
 
 from lingua.canon import (
     ShortConvolution,
-    canon_call,
+    canon_parts,
     canon_swiglu,
     create_canon,
     norm_then_canon,
@@ -246,9 +246,8 @@ class Attention(nn.Module):
         q, k, v = self.wq(x), self.wk(x), self.wv(x)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
-        if hasattr(self, "canonB"):
-            qkv = canon_call(self.canonB, torch.cat((q, k, v), dim=-1), cache, "canonB", _mask(cache), doc_ids)
-            q, k, v = qkv.split(self.split_sizes, dim=-1)
+        if hasattr(self, "canonB"):  # on [q | k | v]; under compile fused into the projections' outputs, no concat
+            q, k, v = canon_parts(self.canonB, (q, k, v), cache, "canonB", _mask(cache), doc_ids)
         q = apply_rotary_emb(q.view(B, T, self.n_heads, self.head_dim), *rope)
         k = apply_rotary_emb(k.view(B, T, self.n_kv_heads, self.head_dim), *rope)
         v = v.view(B, T, self.n_kv_heads, self.head_dim)
@@ -292,8 +291,8 @@ class FeedForward(nn.Module):
         canon = getattr(self, "canonD", None)
         if canon is None:
             return self.w2(F.silu(self.w1(x)) * self.w3(x))
-        gate_up = torch.cat((self.w1(x), self.w3(x)), dim=-1)
-        return self.w2(canon_swiglu(gate_up, canon, cache, "canonD", _mask(cache), doc_ids))
+        # Canon-D on [w1 x | w3 x], given as the pair: under compile it fuses with SiLU and the product, no concat
+        return self.w2(canon_swiglu((self.w1(x), self.w3(x)), canon, cache, "canonD", _mask(cache), doc_ids))
 
     def reset_parameters(self, init_std=None, factor=1.0):
         in_std = init_std or self.dim**-0.5

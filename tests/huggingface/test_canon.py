@@ -11,6 +11,7 @@ from huggingface import canon
 from huggingface.canon import (
     ShortConvolution,
     canon_conv,
+    canon_parts,
     canon_reference,
     canon_swiglu,
     canon_swiglu_recompute,
@@ -33,7 +34,7 @@ TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rto
 def grads(out, inputs, seed=1):
     torch.manual_seed(seed)
     probe = torch.randn(out.shape, dtype=torch.float32, device=out.device)
-    return torch.autograd.grad((out.float() * probe).sum(), inputs)
+    return torch.autograd.grad((out.float() * probe).sum(), inputs, retain_graph=True)
 
 
 def leaf(t, dtype):
@@ -131,7 +132,7 @@ def test_document_resets_equal_the_reference_per_document(K):
     with torch.no_grad():
         for row in range(2):
             edges = starts[row].nonzero().flatten().tolist() + [10]
-            for a, b in zip(edges, edges[1:]):
+            for a, b in zip(edges[:-1], edges[1:], strict=True):
                 torch.testing.assert_close(out[row : row + 1, a:b], reference_of(conv, x[row : row + 1, a:b]))
 
 
@@ -196,9 +197,29 @@ def test_canon_swiglu_equals_reference_then_swiglu(path, K, dtype, forced_path):
     gate, up = reference_of(conv, gate_up).float().chunk(2, dim=-1)
     expected = F.silu(gate) * up
     forced_path(path)
-    out = canon_swiglu(gate_up, conv)
-    check_close([out], [expected], dtype, f"{path} forward")
-    check_close(grads(out, params), grads(expected, params), dtype, f"{path} gradients")
+    for given in (gate_up, gate_up.chunk(2, dim=-1)):  # [gate | up] or the pair (never concatenated when shifted)
+        out = canon_swiglu(given, conv)
+        check_close([out], [expected], dtype, f"{path} forward")
+        check_close(grads(out, params), grads(expected, params), dtype, f"{path} gradients")
+
+
+@pytest.mark.parametrize("K", KERNELS)
+@pytest.mark.parametrize("path", TRAIN_PATHS)
+@pytest.mark.parametrize("variant", ["residual", "bias-silu"])
+def test_canon_parts_equal_the_layer_on_the_concatenation(path, K, variant, forced_path):
+    """Canon-B on (q, k, v): the parts' outputs are the layer's output on [q | k | v], split."""
+    if path == "causal_conv1d" and K == 1:
+        pytest.skip("causal-conv1d serves K = 2..4 only")
+    conv = make_conv(
+        K, torch.float32, channels=9, **({} if variant == "residual" else dict(bias=True, activation=True))
+    )
+    parts = [leaf(torch.randn(2, 7, c, device=DEVICE), torch.float32) for c in (4, 3, 2)]
+    params = parts + list(conv.parameters())
+    expected = reference_of(conv, torch.cat(parts, dim=-1))
+    forced_path(path)
+    out = torch.cat(canon_parts(conv, parts), dim=-1)
+    check_close([out], [expected], torch.float32, f"{path} forward")
+    check_close(grads(out, params), grads(expected, params), torch.float32, f"{path} gradients")
 
 
 def test_sites_continue_through_a_cache():
