@@ -219,18 +219,22 @@ class Mamba2CanonForCausalLM(LinearCanonLMMixin, Mamba2CanonPreTrainedModel, Gen
     @staticmethod
     def build_config_from_yaml(args) -> Mamba2CanonConfig:
         """The config of a Lingua model section with model_name "Mamba2": head_dim = 2 dim / n_heads, one group,
-        state size `mamba_ssm` (64, 128 or 256; default 256), the conv dropped when "b" is not in canon_set, a
-        gated MLP of width hidden_dim (or 2 dim) with mlp_type "mlp10". Lingua's norm_eps is not used (the reference
-        passes it under a name the config ignores; layer_norm_epsilon keeps 1e-5)."""
+        state size `mamba_ssm` (64, 128 or 256; null means 256, anything else is an error), the conv dropped when
+        "b" is not in canon_set, a gated MLP of width hidden_dim (or 2 dim) with mlp_type "mlp10". Lingua's norm_eps
+        is not used (the reference passes it under a name the config ignores; layer_norm_epsilon keeps 1e-5)."""
         fields = lingua_fields(args, "Mamba2", exact=True)
         mlp_type = model_arg(args, "mlp_type")
         if mlp_type != "mlp10":
             raise ValueError(f"mlp_type={mlp_type!r}; the Mamba2 recipes need mlp_type='mlp10'")
         state = model_arg(args, "mamba_ssm")
+        if state is None:
+            state = 256
+        elif state not in (64, 128, 256):
+            raise ValueError(f"mamba_ssm={state!r}; expected the SSM state size 64, 128 or 256 (or null for 256)")
         noconv = "b" not in fields["canon_set"]
         return Mamba2CanonConfig(
             **fields,
-            state_size=state if state in (64, 128, 256) else 256,
+            state_size=state,
             n_groups=1,
             time_step_rank=-10344,
             residual_in_fp32=False,

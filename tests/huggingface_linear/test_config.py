@@ -189,6 +189,13 @@ def test_lingua_json_builds_the_same_config_as_the_hf_json(family, variant, size
     assert got == expected
 
 
+def test_mamba2_builder_refuses_state_sizes_it_cannot_build():
+    section = lingua_json("Mamba2", "Canon", "1B")
+    assert Mamba2CanonForCausalLM.build_config_from_yaml({**section, "mamba_ssm": None}).state_size == 256
+    with pytest.raises(ValueError, match="mamba_ssm=16"):
+        Mamba2CanonForCausalLM.build_config_from_yaml({**section, "mamba_ssm": 16})
+
+
 def test_builders_refuse_other_model_names():
     with pytest.raises(ValueError, match="model_name='GDN2'"):
         GLACanonForCausalLM.build_config_from_yaml(lingua_json("GDN2", "Canon", "1B"))
