@@ -548,8 +548,11 @@ class LlamaCanonForCausalLM(LlamaCanonPreTrainedModel, GenerationMixin):
         return_dict=None,
         logits_to_keep=0,
         past_key_values=None,
+        num_logits_to_keep=None,
         **kwargs,
     ):
+        """`past_key_values` is the cache's older name, `num_logits_to_keep` (what transformers 4.45-4.49 pass) that
+        of `logits_to_keep`."""
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -563,7 +566,8 @@ class LlamaCanonForCausalLM(LlamaCanonPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
-        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        keep = num_logits_to_keep if num_logits_to_keep is not None else logits_to_keep
+        keep = slice(-keep, None) if isinstance(keep, int) else keep
         logits = self.lm_head(hidden_states[:, keep, :])
         loss = None
         if labels is not None:

@@ -74,3 +74,14 @@ def test_assisted_decoding_is_refused_for_canon_models_and_works_without_them(ma
     plain = make_model(canon_set="")
     assisted = plain.generate(prompt, assistant_model=make_model(canon_set="", seed=1), **settings)
     assert torch.equal(assisted, plain.generate(prompt, **settings))
+
+
+def test_num_logits_to_keep_is_the_older_name_of_logits_to_keep(make_model):
+    model = make_model(canon_set="AC")
+    ids = torch.randint(3, 61, (2, 6))
+    with torch.no_grad():
+        full = model(ids).logits
+        for keyword in ("logits_to_keep", "num_logits_to_keep"):
+            last = model(ids, **{keyword: 1}).logits
+            assert last.shape[1] == 1
+            torch.testing.assert_close(last[:, 0], full[:, -1])
