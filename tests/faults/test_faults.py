@@ -45,6 +45,9 @@ PREFETCH = RNG.randint(22, 24)  # the loader's n-th batch (see test_sigkill_in_t
 STOPS = [(name, RNG.choice([k for k in range(ONE.every + 1, ONE.steps) if k % ONE.every])) for name in ("term", "usr2")]
 NAN_STEP = RNG.choice(range(ONE.every + 1, ONE.steps + 1))
 EVAL_KILL = RNG.choice([2, 3])  # the n-th evaluation (of step 6 n) dies
+# preemption of a 2-process run: every rank gets the signal at the same step, off the checkpoint grid
+STOPS += [(name, RNG.choice([k for k in range(TWO.every + 1, TWO.steps) if k % TWO.every])) for name in ("term",)]
+STOP_SETUPS = [ONE, ONE, TWO]
 
 
 def ids(cases):
@@ -105,9 +108,13 @@ def test_sigkill_in_the_data_loader_process(tmp_path, fault_data, reference):
     assert_resumed_exactly(setup, dump, reference(setup), steps[-1], lines_before)
 
 
-@pytest.mark.parametrize("name, stop_at", STOPS, ids=[f"{name}-{k}" for name, k in STOPS])
-def test_preemption_signal_checkpoints_exits_cleanly_and_resumes(name, stop_at, tmp_path, fault_data, reference):
-    setup, dump = ONE, tmp_path / "run"
+@pytest.mark.parametrize(
+    "setup, name, stop_at",
+    [(setup, *stop) for setup, stop in zip(STOP_SETUPS, STOPS, strict=True)],
+    ids=[f"{setup.name}-{name}-{k}" for setup, (name, k) in zip(STOP_SETUPS, STOPS, strict=True)],
+)
+def test_preemption_signal_checkpoints_exits_cleanly_and_resumes(setup, name, stop_at, tmp_path, fault_data, reference):
+    dump = tmp_path / "run"
     outcome = run(setup, dump, fault_data, fault=f"{name}:{stop_at}")
     assert outcome.fired and outcome.returncode == 0, outcome.stderr[-3000:]
     assert f"received signal SIG{name.upper()}" in outcome.output
@@ -223,7 +230,7 @@ def test_a_full_disk_stops_with_one_clear_error_and_keeps_earlier_checkpoints(ho
         assert_same_files(dump / "checkpoints" / f"{step:010d}", ref.dump / "checkpoints" / f"{step:010d}")
 
 
-EVAL = ("checkpoint.eval.every=6", "eval.harness=null", "eval.generator.dtype=fp32", "eval.generator.device=cpu")
+EVAL = ("eval.harness=null", "eval.generator.dtype=fp32", "eval.generator.device=cpu")
 
 
 def validation_steps(dump: Path) -> list[int]:
@@ -231,20 +238,23 @@ def validation_steps(dump: Path) -> list[int]:
     return [json.loads(line)["global_step"] for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_sigkill_during_an_in_training_evaluation_then_the_evaluation_is_redone(tmp_path, fault_data, reference):
-    """Evaluations (validation NLL) at steps 6, 12, 18, 24; the second one is killed after loading its checkpoint.
-    The resumed run evaluates step 12 again, then trains on as if nothing happened."""
-    setup, dump = ONE, tmp_path / "run"
-    outcome = run(setup, dump, fault_data, *EVAL, fault=f"evalkill:{EVAL_KILL}")
-    assert_killed(outcome, f"evalkill:{EVAL_KILL}")
-    killed_at = EVAL_KILL * 6
-    assert checkpoint_steps(dump) == list(range(setup.every, killed_at + 1, setup.every))  # saved before evaluating
-    assert validation_steps(dump) == list(range(6, killed_at, 6))
+@pytest.mark.parametrize("setup, nth", [(ONE, EVAL_KILL), (TWO, 2)], ids=ids([(ONE, EVAL_KILL), (TWO, 2)]))
+def test_sigkill_during_an_in_training_evaluation_then_the_evaluation_is_redone(setup, nth, tmp_path, fault_data,
+                                                                                reference):  # fmt: skip
+    """An evaluation (validation NLL) with every checkpoint; the n-th one is killed after loading its checkpoint. The
+    resumed run evaluates that step again, then trains on as if nothing happened."""
+    dump, every = tmp_path / "run", setup.every
+    evaluations = (f"checkpoint.eval.every={every}", *EVAL)
+    outcome = run(setup, dump, fault_data, *evaluations, fault=f"evalkill:{nth}")
+    assert_killed(outcome, f"evalkill:{nth}")
+    killed_at = nth * every
+    assert checkpoint_steps(dump) == list(range(every, killed_at + 1, every))  # saved before evaluating
+    assert validation_steps(dump) == list(range(every, killed_at, every))
     lines_before = len(metric_lines(dump))
-    outcome = run(setup, dump, fault_data, *EVAL)
+    outcome = run(setup, dump, fault_data, *evaluations)
     assert outcome.returncode == 0, outcome.stderr[-3000:]
     assert f"step {killed_at} has no evaluation results; evaluating" in outcome.output
-    assert validation_steps(dump) == [6, 12, 18, 24]  # each once, the interrupted one redone first
+    assert validation_steps(dump) == list(range(every, setup.steps + 1, every))  # each once, the killed one redone
     assert_resumed_exactly(setup, dump, reference(setup), killed_at, lines_before)
 
 
