@@ -51,13 +51,15 @@ class Setup:
 
     @property
     def reference(self) -> str:
-        """Runs of the same world size train identically, so they share one reference."""
-        return f"world{self.world}"
+        """Runs of the same world size and length train identically, so they share one reference."""
+        return f"world{self.world}-steps{self.steps}"
 
 
 ONE = Setup("1proc", 1, 1, 24, 6)
 TWO = Setup("2proc", 2, 1, 12, 4)
 NODES = Setup("2nodes", 1, 2, 12, 4)
+# long enough that a kill in the data loader, which runs up to 16 batches ahead, lands after a checkpoint
+TWO_LONG = Setup("2proc-long", 2, 1, 32, 4)
 
 
 def free_port() -> int:
@@ -189,7 +191,7 @@ def reference(tmp_path_factory, fault_data):
     def get(setup: Setup) -> Reference:
         if setup.reference not in made:
             base = shared_folder(tmp_path_factory)
-            standard = {1: ONE, 2: TWO}[setup.world]
+            standard = Setup("reference", setup.world, 1, setup.steps, setup.every)  # nodes train as processes
             dump = base / f"reference-{setup.reference}"
             final = dump / "checkpoints" / f"{standard.steps:010d}"
             with FileLock(str(dump) + ".lock"):  # one worker trains and consolidates, the others wait and read

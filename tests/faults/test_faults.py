@@ -22,6 +22,7 @@ from .conftest import (
     NODES,
     ONE,
     TWO,
+    TWO_LONG,
     assert_resumed_exactly,
     checkpoint_steps,
     metric_lines,
@@ -48,6 +49,7 @@ EVAL_KILL = RNG.choice([2, 3])  # the n-th evaluation (of step 6 n) dies
 # preemption of a 2-process run: every rank gets the signal at the same step, off the checkpoint grid
 STOPS += [(name, RNG.choice([k for k in range(TWO.every + 1, TWO.steps) if k % TWO.every])) for name in ("term",)]
 STOP_SETUPS = [ONE, ONE, TWO]
+PREFETCH_TWO = RNG.randint(28, 30)  # a rank's loader batch in the 32-step 2-process run
 
 
 def ids(cases):
@@ -93,17 +95,22 @@ def test_sigkill_during_a_checkpoint_save(setup, nth, tmp_path, fault_data, refe
     assert not partial.exists()  # the interrupted save's leftovers are gone
 
 
-def test_sigkill_in_the_data_loader_process(tmp_path, fault_data, reference):
-    """The background loader kills the run as it makes its n-th batch. It runs up to 16 batches ahead of training,
-    so this lands somewhere after step n - 18: with a checkpoint every 3 steps, one exists by then."""
-    setup, dump = ONE, tmp_path / "run"
-    every = ("checkpoint.dump.every=3",)
-    outcome = run(setup, dump, fault_data, *every, fault=f"prefetch:{PREFETCH}")
-    assert_killed(outcome, f"prefetch:{PREFETCH}")
+@pytest.mark.parametrize(
+    "setup, nth, every",
+    [(ONE, PREFETCH, 3), (TWO_LONG, PREFETCH_TWO, 4)],
+    ids=ids([(ONE, PREFETCH), (TWO_LONG, PREFETCH_TWO)]),
+)
+def test_sigkill_in_the_data_loader_process(setup, nth, every, tmp_path, fault_data, reference):
+    """A background loader (in a 2-process run: the first one to get there) kills the run as it makes its n-th batch.
+    It runs up to 16 batches ahead of training, so this lands somewhere after step n - 18, when a checkpoint (every
+    3 or 4 steps) exists."""
+    dump, checkpoints = tmp_path / "run", (f"checkpoint.dump.every={every}",)
+    outcome = run(setup, dump, fault_data, *checkpoints, fault=f"prefetch:{nth}")
+    assert_killed(outcome, f"prefetch:{nth}")
     steps = checkpoint_steps(dump)
     assert steps and steps[-1] < setup.steps, f"checkpoints {steps}: the kill did not land inside the run"
     lines_before = len(metric_lines(dump))
-    outcome = run(setup, dump, fault_data, *every)
+    outcome = run(setup, dump, fault_data, *checkpoints)
     assert outcome.returncode == 0, outcome.stderr[-3000:]
     assert_resumed_exactly(setup, dump, reference(setup), steps[-1], lines_before)
 
