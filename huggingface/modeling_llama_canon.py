@@ -36,10 +36,10 @@ from .transformers_compat import (
     attention_function,
     cache_keys,
     init,
+    model_output,
     pick_cache,
     repeat_kv,
     returned_cache,
-    with_cache,
 )
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -438,7 +438,6 @@ class LlamaCanonModel(LlamaCanonPreTrainedModel):
         config = self.config
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = config.return_dict if return_dict is None else return_dict
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         cache = pick_cache(cache, past_key_values)
@@ -496,14 +495,15 @@ class LlamaCanonModel(LlamaCanonPreTrainedModel):
         hidden_states = self.norm(hidden_states)
         if all_hidden_states is not None:
             all_hidden_states.append(hidden_states)
-        output = with_cache(
+        return model_output(
             BaseModelOutputWithPast,
             cache if use_cache else None,
+            self.config,
+            return_dict,
             last_hidden_state=hidden_states,
             hidden_states=tuple(all_hidden_states) if all_hidden_states is not None else None,
             attentions=tuple(all_attentions) if all_attentions is not None else None,
         )
-        return output if return_dict else output.to_tuple()
 
 
 class LlamaCanonForCausalLM(LlamaCanonPreTrainedModel, GenerationMixin):
@@ -572,16 +572,16 @@ class LlamaCanonForCausalLM(LlamaCanonPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        output = with_cache(
+        return model_output(
             CausalLMOutputWithPast,
             returned_cache(outputs),
+            self.config,
+            return_dict,
             loss=loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        return output if return_dict else output.to_tuple()
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         """generate() builds a plain DynamicCache (or, for models it takes as stateful, none); Canon models need the

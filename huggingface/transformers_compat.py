@@ -5,7 +5,7 @@ the model files read the same on every release:
 
 - `CACHE_NAME`: the keyword under which `generate()` hands the decode cache to a model's forward and reads it back
   from the output. It was `past_key_values` up to 5.23 and is `cache` from 5.24 on; `pick_cache` accepts either from
-  a caller, and `with_cache` fills the output field the installed release defines.
+  a caller, and `model_output` fills the output field the installed release defines.
 - `PreTrainedConfig`, `Cache`, `DynamicCache`, `GradientCheckpointingLayer`, `init`: the installed release's
   classes, or stand-ins with the same behaviour where an old release lacks them.
 - `attention_function`: the attention implementation chosen in the config (eager is the models' own).
@@ -36,9 +36,11 @@ def pick_cache(cache, past_key_values):
     return cache if cache is not None else past_key_values
 
 
-def with_cache(output_class, cache, **fields):
-    """An output of `output_class` whose cache field (named as this release names it) holds `cache`."""
-    return output_class(**{CACHE_NAME: cache}, **fields)
+def model_output(output_class, cache, config, return_dict, **fields):
+    """An output of `output_class` whose cache field (named as this release names it) holds `cache`; a tuple when
+    `return_dict` (or, when None, `config.return_dict`) is False, as transformers' own models do."""
+    output = output_class(**{CACHE_NAME: cache}, **fields)
+    return output if (config.return_dict if return_dict is None else return_dict) else output.to_tuple()
 
 
 def returned_cache(outputs):
@@ -152,8 +154,8 @@ __all__ = [
     "cache_keys",
     "init",
     "init_cache_base",
+    "model_output",
     "pick_cache",
     "repeat_kv",
     "returned_cache",
-    "with_cache",
 ]

@@ -32,9 +32,9 @@ from .transformers_compat import (
     GradientCheckpointingLayer,
     init,
     init_cache_base,
+    model_output,
     pick_cache,
     returned_cache,
-    with_cache,
 )
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -338,7 +338,6 @@ class LinearCanonBackboneMixin:
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         if inputs_embeds is None:
             inputs_embeds = self.embeddings(input_ids)
         cache = prepare_cache(self, pick_cache(cache, past_key_values), use_cache)
@@ -356,13 +355,14 @@ class LinearCanonBackboneMixin:
             all_hidden.append(hidden)
         if cache is not None:
             cache.tokens_seen += length
-        output = with_cache(
+        return model_output(
             BaseModelOutputWithPast,
             cache,
+            self.config,
+            return_dict,
             last_hidden_state=hidden,
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
         )
-        return output if return_dict else output.to_tuple()
 
 
 class LinearCanonLMMixin:
@@ -431,15 +431,15 @@ class LinearCanonLMMixin:
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        output = with_cache(
+        return model_output(
             CausalLMOutputWithPast,
             returned_cache(outputs),
+            self.config,
+            return_dict,
             loss=loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
         )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        return output if return_dict else output.to_tuple()
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         given = model_kwargs.get(CACHE_NAME)

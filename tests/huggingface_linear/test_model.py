@@ -172,7 +172,9 @@ def test_config_switches_and_tuples_follow_transformers(make_model, arch):
         expected = model(ids, labels=ids)
         model.config.output_hidden_states = True
         assert len(model(ids).hidden_states) == model.config.num_hidden_layers + 1
-        loss, logits = model(ids, labels=ids, return_dict=False)[:2]
+        as_tuple = model(ids, labels=ids, return_dict=False)
+        assert isinstance(as_tuple, tuple)
+        loss, logits = as_tuple[:2]
         loaded = type(model).from_pretrained(None, config=model.config, state_dict=model.state_dict()).eval()
         torch.testing.assert_close(loaded(ids).logits, expected.logits)
     torch.testing.assert_close(loss, expected.loss)
