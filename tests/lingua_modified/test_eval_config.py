@@ -14,21 +14,13 @@ from apps.main.eval import EvalArgs, check_eval_args, main
 from apps.main.train import TrainArgs
 from lingua.args import dataclass_from_dict, parse_args
 
+from .test_eval import TASKS
+
 LINGUA_ROOT = Path(__file__).resolve().parents[2] / "lingua_modified"
 REPOSITORY = LINGUA_ROOT.parent
 EVAL_YAMLS = {"main": LINGUA_ROOT / "apps/main/configs/eval.yaml", "gla": LINGUA_ROOT / "apps/gla/configs/eval.yaml"}
 RECIPES = {"main": REPOSITORY / "canon_llama_recipes", "gla": REPOSITORY / "canon_linear_recipes"}
 DEBUG_YAML = LINGUA_ROOT / "apps" / "main" / "configs" / "debug.yaml"
-MC_TASK = """task: tiny_mc
-dataset_path: json
-dataset_kwargs: {{data_files: {{test: {path}}}}}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: choices
-doc_to_target: answer
-metric_list: [{{metric: acc}}]
-"""
 
 
 @pytest.mark.parametrize("app", ["main", "gla"])
@@ -78,7 +70,7 @@ def task_dir(tmp_path_factory):
     ]
     docs = [{"question": q, "choices": c, "answer": a} for q, c, a in questions]
     (folder / "tiny_mc.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    (folder / "tiny_mc.yaml").write_text(MC_TASK.format(path=folder / "tiny_mc.jsonl"))
+    (folder / "tiny_mc.yaml").write_text(TASKS["tiny_mc"].format(path=folder / "tiny_mc.jsonl"))
     return folder
 
 
