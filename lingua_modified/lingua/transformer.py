@@ -3,7 +3,7 @@
 Read top to bottom: arguments and derived sizes, the loss, RMSNorm and RoPE, Canon application (with optional
 document resets), attention, feed-forward, the block, and the base model. `apps/main/transformer.py` adds the
 embedding, final norm and output head (`LMTransformer`). Generation passes an `InferenceCache` (keys/values and Canon
-conv states, at the end of this file); without one every module runs its training path unchanged.
+conv states, `lingua/generation_cache.py`); without one every module runs its training path unchanged.
 
 Parameter names and state-dict order are the reference's (spec llamacanon.md §12.8), so checkpoints load into
 `huggingface.LlamaCanonForCausalLM` through `load_from_lingua_state`. The Canon layer is `lingua/canon.py`, a link
@@ -388,67 +388,3 @@ class BaseTransformer(nn.Module):
         for depth, layer in enumerate(self.layers):
             factor = init_std_factor(self.init_std_factor, depth, self.n_layers, self.dim)
             layer.init_weights(self.init_base_std, factor)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Inference cache (generation): keys/values and Canon conv states, for left-padded batches
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class InferenceCache:
-    """What generation keeps between forward calls: `length` filled slots of every layer's keys and values
-    (preallocated [B, KV, max_len, hd]) and the last K-1 inputs of each of its Canon layers.
-
-    Rows may be left-padded to a common prompt length: `pad [B]` counts each row's padding slots. Padding keys are
-    masked out of attention, padding inputs are zeroed before Canon convolutions (so a row's Canon layers start with
-    zero left context, as without padding), and RoPE positions count from each row's first real token. A row thus
-    computes what it would alone (the whole row is one document: document masking does not apply here).
-    """
-
-    def __init__(self, n_layers: int, max_len: int, pad: torch.Tensor):
-        self.max_len = max_len
-        self.pad = pad
-        self.padded = bool(pad.any())
-        self.length = 0
-        self.new_token_mask = None  # [B, T] real (not padding) among the tokens of the current call, if any is not
-        self.layers = [LayerCache(self) for _ in range(n_layers)]
-
-    def prepare(self, T: int, sliding_window, device):
-        """(RoPE positions [T] or [B, T], attention mask or None) for T new tokens at slots [length, length + T)."""
-        if self.length + T > self.max_len:
-            raise ValueError(f"the cache holds {self.max_len} tokens; {self.length} + {T} new ones do not fit")
-        slots = torch.arange(self.length, self.length + T, device=device)
-        pad = self.pad.to(device)
-        real = slots[None] >= pad[:, None]
-        self.new_token_mask = None if bool(real.all()) else real
-        positions = (slots[None] - pad[:, None]).clamp(min=0) if self.padded else slots
-        if not self.padded and sliding_window is None and (self.length == 0 or T == 1):
-            return positions, None  # plain causal prefill, or one query that sees every cached key
-        keys = torch.arange(self.length + T, device=device)
-        allowed = keys[None, :] <= slots[:, None]
-        if sliding_window is not None:
-            allowed = allowed & (slots[:, None] - keys[None, :] < sliding_window)
-        allowed = allowed[None]
-        if self.padded:
-            # a padding query keeps itself so that its softmax has one term (its output is never used)
-            allowed = (allowed & (keys[None, None, :] >= pad[:, None, None])) | (keys[None, :] == slots[:, None])
-        return positions, allowed[:, None]
-
-
-class LayerCache:
-    """One layer's keys/values and its Canon conv states (keyed by site, kept by canon.py's helpers)."""
-
-    def __init__(self, owner: InferenceCache):
-        self.owner = owner
-        self.keys = self.values = None
-        self.conv_states: dict[str, torch.Tensor] = {}
-
-    def update(self, k, v):
-        """Store k, v [B, KV, T, hd] in the new slots; return the keys and values of every slot so far."""
-        start, end = self.owner.length, self.owner.length + k.shape[2]
-        if self.keys is None:
-            shape = (k.shape[0], k.shape[1], self.owner.max_len, k.shape[3])
-            self.keys, self.values = k.new_zeros(shape), v.new_zeros(shape)
-        self.keys[:, :, start:end] = k
-        self.values[:, :, start:end] = v
-        return self.keys[:, :, :end], self.values[:, :, :end]

@@ -12,7 +12,7 @@ from apps.main.generate import (
     main,
     sample_tokens,
 )
-from lingua.transformer import InferenceCache
+from lingua.generation_cache import InferenceCache
 
 PROMPTS = ["The cat sat", "a", "Hello, world! How", "xyz"]
 VARIANTS = {

@@ -32,8 +32,8 @@ from apps.main.transformer import LMTransformer
 from lingua.args import ConfigError, cli_overrides, dataclass_from_dict
 from lingua.checkpoint import CONFIG_NAME, CONSOLIDATE_NAME
 from lingua.distributed import DTYPES
+from lingua.generation_cache import InferenceCache
 from lingua.tokenizer import TokenizerArgs, build_tokenizer
-from lingua.transformer import InferenceCache
 
 
 def default_device() -> str:
