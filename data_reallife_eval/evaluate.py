@@ -2,9 +2,10 @@
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from data_synthetic_pretrain.atomic import atomic_output
 
 from . import babilong, multihop
 from .model import encode_prompt, greedy_generate
@@ -85,12 +86,8 @@ def check_out(path: str) -> None:
 
 
 def write_json(path: str, payload: dict) -> None:
-    """Write under a temporary name in the same folder, then rename (a crash leaves no half-written file)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".partial-", suffix=".json", delete=False) as f:
+    """Write atomically (a crash leaves no half-written file); a file that appeared at `path` during the run is
+    kept."""
+    with atomic_output(path) as f:
         json.dump(payload, f, indent=1)
         f.write("\n")
-    if os.path.exists(path):  # appeared while we were running: keep the user's file
-        os.unlink(f.name)
-        raise ValueError(f"output {path!r} appeared during the run; not overwritten")
-    os.replace(f.name, path)

@@ -5,8 +5,10 @@ from .capo import CapoParams, capo_sample, generate_bior, person
 from .capo_check import verify_capo
 from .depo import DepoParams, depo_sample, verify_depo
 from .generators import GENERATORS, make_sample
-from .lano import Grammar, LanoParams, build_grammar, derive, lano_sample, load_grammar, verify_lano
+from .lano import LanoParams, derive, lano_sample, verify_lano
+from .lano_builder import build_grammar
 from .lano_dp import count_parses, is_member, kl_divergence, min_substitutions, next_token_probs, parse
+from .lano_grammar import Grammar, load_grammar
 from .mano import ManoParams, mano_sample, verify_mano
 from .writer import write_dataset
 

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -30,6 +29,7 @@ from itertools import permutations
 from typing import NamedTuple
 
 from . import fields
+from .atomic import atomic_output
 from .capo_templates import ATTRIBUTES, BIO_TEMPLATES, BIOR_FACTS, BIOR_INSTRUCTIONS, BIOR_WORDS, QUESTIONS
 
 MONTHS = (
@@ -412,10 +412,8 @@ def write_bior(prompt_files: list[str], model, out: str, **generation) -> int:
     if not prompts:
         raise ValueError(f"no prompt records in {prompt_files}")
     records = generate_bior(prompts, model, **generation)
-    folder = os.path.dirname(os.path.abspath(out))
-    with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".partial-", suffix=".jsonl", delete=False) as f:
+    with atomic_output(out) as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    os.replace(f.name, out)
     return len(records)
 
 

@@ -19,8 +19,8 @@ Periods inside known abbreviations ("Ph.D.", "St. Louis", "Inc.") do not end a s
 
 import json
 import os
-import tempfile
 
+from .atomic import atomic_output
 from .capo import _hash
 
 ABBREVIATIONS = (
@@ -226,8 +226,6 @@ def write_permuted(files: list[str], out: str, on_failure: str = "skip", **optio
     if failures and on_failure == "error":
         i, j = failures[0]
         raise ValueError(f"record {i} (copy {j}) could not be permuted: its first sentence never names the person")
-    folder = os.path.dirname(os.path.abspath(out))
-    with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".partial-", suffix=".jsonl", delete=False) as f:
+    with atomic_output(out) as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in permuted)
-    os.replace(f.name, out)
     return len(permuted), len(failures)

@@ -15,6 +15,8 @@ import random
 import sys
 from functools import cache
 
+from .atomic import atomic_output
+
 FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fields")
 SEED = 2024
 FEMALE_FIRST_NAMES = 200
@@ -129,10 +131,8 @@ def build_fields(seed: int = SEED) -> dict[str, list[str]]:
 def write_fields(folder: str = FOLDER) -> None:
     os.makedirs(folder, exist_ok=True)
     for name, items in build_fields().items():
-        path = os.path.join(folder, f"{name}.txt")
-        with open(path + ".partial", "w", encoding="utf-8", newline="\n") as f:
+        with atomic_output(os.path.join(folder, f"{name}.txt"), overwrite=True, newline="\n") as f:
             f.write("\n".join(items) + "\n")
-        os.replace(path + ".partial", path)
 
 
 @cache

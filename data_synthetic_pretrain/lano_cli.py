@@ -15,19 +15,11 @@ import sys
 
 from tqdm import tqdm
 
+from .atomic import atomic_output
 from .common import BOS
-from .lano import (
-    CONFIG_DIR,
-    GENERATED,
-    SHIPPED,
-    atomic_output,
-    build_grammar,
-    build_shipped,
-    config_text,
-    load_grammar,
-    save_grammar,
-)
+from .lano_builder import build_grammar, build_shipped
 from .lano_dp import min_substitutions, next_token_probs, parse
+from .lano_grammar import CONFIG_DIR, GENERATED, SHIPPED, config_text, load_grammar, save_grammar
 
 
 def add_commands(commands) -> None:

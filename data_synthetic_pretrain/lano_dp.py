@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from .lano import Grammar, load_grammar, tree_rows
+from .lano_grammar import Grammar, load_grammar, tree_rows
 
 BLOCK = 128  # rows per block of a table product
 _THREADS = ThreadpoolController()

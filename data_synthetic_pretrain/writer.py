@@ -2,11 +2,13 @@
 
 import os
 import tempfile
+from contextlib import ExitStack
 from functools import partial
 from multiprocessing import get_context
 
 from tqdm import tqdm
 
+from .atomic import atomic_output
 from .generators import resolve, sample_line
 
 
@@ -55,32 +57,22 @@ def write_dataset(generator, preset, split, num, seed, out, shards=1, workers=1,
         raise PermissionError(f"--out {out} is not a writable folder ({error.strerror})") from None
 
     bounds = [num * j // shards for j in range(shards + 1)]
-    temps = [tempfile.NamedTemporaryFile("w", dir=out, prefix=".partial-", delete=False) for _ in paths]
-    blocks = [
-        (temp, range(i, min(i + BLOCK, end)))
-        for temp, start, end in zip(temps, bounds[:-1], bounds[1:], strict=True)
-        for i in range(start, end, BLOCK)
-    ]
     lines = partial(_lines, generator, preset, split, seed)
-    try:
+    with ExitStack() as files:  # every shard is renamed into place only when all of them are complete
+        outputs = [files.enter_context(atomic_output(path)) for path in paths]
+        blocks = [
+            (output, range(i, min(i + BLOCK, end)))
+            for output, start, end in zip(outputs, bounds[:-1], bounds[1:], strict=True)
+            for i in range(start, end, BLOCK)
+        ]
         parallel = workers > 1 and len(blocks) > 1  # a single block gains nothing from a pool
         with get_context("spawn").Pool(min(workers, len(blocks))) if parallel else _InProcess() as pool:
             bar = tqdm(total=num, desc=f"{generator} {preset} {split}", unit="sample", disable=not progress)
             texts = pool.imap(lines, [indices for _, indices in blocks])
-            for (temp, indices), text in zip(blocks, texts, strict=True):
-                temp.write(text)
+            for (output, indices), text in zip(blocks, texts, strict=True):
+                output.write(text)
                 bar.update(len(indices))
             bar.close()
-        for temp in temps:
-            temp.close()
-        for temp, path in zip(temps, paths, strict=True):
-            os.replace(temp.name, path)
-    except BaseException:
-        for temp in temps:
-            temp.close()
-            if os.path.exists(temp.name):
-                os.remove(temp.name)
-        raise
     return paths
 
 

@@ -12,22 +12,8 @@ import pytest
 
 from data_synthetic_pretrain import GENERATORS, make_sample, write_dataset
 from data_synthetic_pretrain.common import BOS
-from data_synthetic_pretrain.lano import (
-    CONFIG_DIR,
-    PAPER,
-    build_grammar,
-    build_shipped,
-    check_tree,
-    config_text,
-    derive,
-    expected_length,
-    find_seed,
-    grammar_from_config,
-    grammar_to_config,
-    load_grammar,
-    meets_recipe,
-    tree_rows,
-)
+from data_synthetic_pretrain.lano import derive
+from data_synthetic_pretrain.lano_builder import build_grammar, build_shipped, expected_length, find_seed, meets_recipe
 from data_synthetic_pretrain.lano_dp import (
     _Boolean,
     _Chart,
@@ -39,6 +25,16 @@ from data_synthetic_pretrain.lano_dp import (
     min_substitutions,
     next_token_probs,
     parse,
+)
+from data_synthetic_pretrain.lano_grammar import (
+    CONFIG_DIR,
+    PAPER,
+    check_tree,
+    config_text,
+    grammar_from_config,
+    grammar_to_config,
+    load_grammar,
+    tree_rows,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
