@@ -27,6 +27,11 @@ class InferenceCache:
         self.new_token_mask = None  # [B, T] real (not padding) among the tokens of the current call, if any is not
         self.layers = [LayerCache(self) for _ in range(n_layers)]
 
+    @classmethod
+    def for_model(cls, model, pad: torch.Tensor, max_len: int) -> "InferenceCache":
+        """The cache of `model` (a BaseTransformer) for rows left-padded by `pad` [B], holding max_len tokens."""
+        return cls(len(model.layers), max_len, pad)
+
     def prepare(self, T: int, sliding_window, device):
         """(RoPE positions [T] or [B, T], attention mask or None) for T new tokens at slots [length, length + T)."""
         if self.length + T > self.max_len:

@@ -82,10 +82,14 @@ class BaseTrainArgs:
 
 @dataclass
 class ModelSpec:
-    """How an app builds and parallelises its model (and evaluates its checkpoints)."""
+    """How an app builds, parallelises, generates with and evaluates its model."""
 
     build: Callable[[Any], nn.Module]  # model args -> module (called on the meta device)
+    model_args: type  # the dataclass of the `model:` section (a checkpoint's params.json is read into it)
     fsdp_grouping_plan: Callable[[Any], list[tuple[str, bool]]]
+    # generation: (model, pad [B] left-padding slots of each row, max_len) -> the object the model's forward takes
+    # as `cache=` and extends with every call (keys/values, recurrent and Canon states)
+    generation_cache: Callable[[nn.Module, torch.Tensor, int], Any]
     no_recompute_ops: set = field(default_factory=set)
     flops_per_token: Callable[[int, Any, int], float] = lambda n_params, model_args, seq_len: 6.0 * n_params
     # the app's eval module, also its CLI (`python -m <eval_module> config=...`): it defines EvalArgs,

@@ -19,11 +19,9 @@ from transformers import PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from apps.main.eval import EvalArgs, EvalHarnessLM, LMHarnessArgs, ValidationArgs, launch_eval, main
-from apps.main.generate import (
-    PackedCausalTransformerGenerator,
-    PackedCausalTransformerGeneratorArgs,
-    load_consolidated_model_and_tokenizer,
-)
+from apps.main.generate import LeftPaddedGenerator as PackedCausalTransformerGenerator
+from apps.main.generate import LeftPaddedGeneratorArgs as PackedCausalTransformerGeneratorArgs
+from apps.main.generate import load_consolidated_model_and_tokenizer
 from apps.main.train import main as train_main
 from huggingface.convert_lingua_to_hf import convert_lingua_to_hf
 from lingua.args import dataclass_to_dict

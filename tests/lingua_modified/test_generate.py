@@ -4,9 +4,9 @@ sampling filters, checkpoint loading and the command line."""
 import pytest
 import torch
 
+from apps.main.generate import LeftPaddedGenerator as PackedCausalTransformerGenerator
+from apps.main.generate import LeftPaddedGeneratorArgs as PackedCausalTransformerGeneratorArgs
 from apps.main.generate import (
-    PackedCausalTransformerGenerator,
-    PackedCausalTransformerGeneratorArgs,
     cut_at_stop,
     load_consolidated_model_and_tokenizer,
     main,

@@ -14,11 +14,9 @@ import torch
 from lm_eval.tasks import TaskManager
 
 from apps.gla.eval import EvalArgs, launch_eval
-from apps.gla.generate import (
-    PackedCausalTransformerGenerator,
-    PackedCausalTransformerGeneratorArgs,
-    load_consolidated_model_and_tokenizer,
-)
+from apps.gla.generate import LeftPaddedGenerator as PackedCausalTransformerGenerator
+from apps.gla.generate import LeftPaddedGeneratorArgs as PackedCausalTransformerGeneratorArgs
+from apps.gla.generate import load_consolidated_model_and_tokenizer
 from apps.gla.train import MODEL, TrainArgs
 from apps.gla.transformer import (
     LMTransformer,

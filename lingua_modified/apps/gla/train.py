@@ -11,6 +11,7 @@ options of the evaluation jobs submitted with `async_eval_gpus`; empty = those o
 import sys
 from dataclasses import dataclass, field
 
+from apps.gla.generation_cache import LinearGenerationCache
 from apps.gla.transformer import (
     LMTransformer,
     LMTransformerArgs,
@@ -38,7 +39,9 @@ def non_embedding_parameters(n_params: int, model: LMTransformerArgs) -> int:
 
 MODEL = ModelSpec(
     build=LMTransformer,
+    model_args=LMTransformerArgs,
     fsdp_grouping_plan=build_fsdp_grouping_plan,
+    generation_cache=LinearGenerationCache.for_model,
     no_recompute_ops=get_no_recompute_ops(),
     flops_per_token=lambda n_params, model, seq_len: get_num_flop_per_token(
         non_embedding_parameters(n_params, model), model

@@ -45,8 +45,8 @@ from lm_eval.tasks import TaskManager
 from lm_eval.utils import get_rolling_token_windows, handle_non_serializable, make_disjoint_window
 
 from apps.main.generate import (
-    PackedCausalTransformerGenerator,
-    PackedCausalTransformerGeneratorArgs,
+    LeftPaddedGenerator,
+    LeftPaddedGeneratorArgs,
     check_generator_args,
     cut_at_stop,
     load_consolidated_model_and_tokenizer,
@@ -116,7 +116,7 @@ class EvalArgs:
     dump_dir: str | None = None
     metric_log_dir: str | None = None
     ckpt_dir: str = ""
-    generator: PackedCausalTransformerGeneratorArgs = field(default_factory=PackedCausalTransformerGeneratorArgs)
+    generator: LeftPaddedGeneratorArgs = field(default_factory=LeftPaddedGeneratorArgs)
     harness: LMHarnessArgs | None = field(default_factory=LMHarnessArgs)
     validation: ValidationArgs | None = field(default_factory=ValidationArgs)
     wandb: Any | None = None  # accepted for recipe compatibility; unused
@@ -132,7 +132,7 @@ class EvalHarnessLM(TemplateLM):
     """lm-eval's model interface over the generator. Requests are tokenized by lm-eval's TemplateLM (context and
     continuation split as HFLM does) without BOS; every process of a job takes its share (lm-eval shards by rank)."""
 
-    def __init__(self, generator: PackedCausalTransformerGenerator):
+    def __init__(self, generator: LeftPaddedGenerator):
         super().__init__()
         self.generator = generator
         if dist.is_initialized():
@@ -364,7 +364,7 @@ def launch_eval(cfg: EvalArgs) -> dict | None:
     barrier()
 
     model, tokenizer = load_consolidated_model_and_tokenizer(folder, cfg.generator.device, cfg.generator.dtype)
-    generator = PackedCausalTransformerGenerator(cfg.generator, model, tokenizer)
+    generator = LeftPaddedGenerator(cfg.generator, model, tokenizer)
     harness = validation = None
     if cfg.harness is not None:
         logger.info(f"evaluating {folder} on {cfg.harness.tasks}")

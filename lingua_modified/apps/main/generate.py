@@ -1,39 +1,41 @@
-"""Generate text with a trained LMTransformer, and score token sequences (the evaluation's two primitives).
+"""Generate text with a trained model of either app (apps.main's Llama / LlamaCanon, apps.gla's GLA5 / GDN2 /
+Mamba2), and score token sequences (the evaluation's two primitives).
 
     python -m apps.main.generate ckpt=<dump_dir>/checkpoints/<step>/consolidated prompts='[Once upon,The cat]'
     python -m apps.main.generate ckpt=... prompts_file=prompts.txt temperature=0.8 top_p=0.95 max_gen_len=64
 
-Other `key=value` arguments set fields of PackedCausalTransformerGeneratorArgs; without `prompts` or `prompts_file`
+Other `key=value` arguments set fields of LeftPaddedGeneratorArgs; without `prompts` or `prompts_file`
 (one prompt per line) the prompts are read from stdin until an empty line. A checkpoint folder is made loadable with
 `python -m lingua.checkpoint consolidate <dump_dir>/checkpoints/<step>`.
 
-How generation runs: prompts are encoded without BOS/EOS (as the reference fork does), keep their last
-`max_prompt_len` tokens, and are sorted by length and batched with LEFT padding, as many rows per batch as the token
-budget `max_tokens` allows for (prompt + max_gen_len) tokens each. One forward fills the model's InferenceCache (keys,
-values and Canon conv states; padding is masked out of attention and zeroed before every Canon layer, and RoPE
-positions start at each prompt's first token, so a row computes what it would alone), then one token per forward
-until every row has produced EOS, a stop string, or max_gen_len tokens. Outputs are in the prompts' order; the text
-includes a stop string that ended it (the evaluation cuts it off) but not EOS.
+How generation runs: prompts are encoded without BOS/EOS, keep their last `max_prompt_len` tokens, and are sorted by
+length and batched with LEFT padding, as many rows per batch as the token budget `max_tokens` allows for (prompt +
+max_gen_len) tokens each. One forward fills the generation cache that the model's app declares in its ModelSpec
+(Llama: keys, values and Canon conv states, with padding masked out of attention and zeroed before every Canon layer
+and RoPE positions starting at each prompt's first token; the linear models: recurrent, short-conv and Canon states
+that padding never enters), so a row computes what it would alone; then one token per forward until every row has
+produced EOS, a stop string, or max_gen_len tokens. Outputs are in the prompts' order; the text includes a stop string
+that ended it (the evaluation cuts it off) but not EOS.
 """
 
 import importlib
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
-from apps.main.transformer import LMTransformer
 from lingua.args import ConfigError, cli_overrides, dataclass_from_dict
 from lingua.checkpoint import CONFIG_NAME, CONSOLIDATE_NAME
 from lingua.distributed import DTYPES
-from lingua.generation_cache import InferenceCache
 from lingua.tokenizer import TokenizerArgs, build_tokenizer
+from lingua.training import ModelSpec
 
 
 def default_device() -> str:
@@ -41,7 +43,7 @@ def default_device() -> str:
 
 
 @dataclass
-class PackedCausalTransformerGeneratorArgs:
+class LeftPaddedGeneratorArgs:
     temperature: float = 0.0  # 0: greedy (argmax)
     top_p: float | None = None  # nucleus sampling: the most likely tokens holding this much probability
     top_k: int | None = None  # sample among the k most likely tokens
@@ -56,7 +58,7 @@ class PackedCausalTransformerGeneratorArgs:
     device: str = field(default_factory=default_device)
 
 
-def check_generator_args(cfg: PackedCausalTransformerGeneratorArgs) -> None:
+def check_generator_args(cfg: LeftPaddedGeneratorArgs) -> None:
     if cfg.compile_prefilling or cfg.reduce_generation_overhead:
         raise ValueError("generator.compile_prefilling / reduce_generation_overhead are not supported; expected false")
     if (cfg.dtype or "fp32") not in DTYPES:
@@ -69,16 +71,40 @@ def check_generator_args(cfg: PackedCausalTransformerGeneratorArgs) -> None:
         raise ValueError(f"generator.top_k={cfg.top_k}; expected a positive integer or null")
 
 
-def model_module(model_params: dict) -> str:
-    """The module whose LMTransformer a training config's `model` section describes: apps.gla.transformer for the
-    linear models (GLA5 / GDN2 / Mamba2, named by `model_name`), else apps.main.transformer. Both models take the
-    same generation cache, so generation and evaluation serve checkpoints of either app."""
-    return "apps.gla.transformer" if "model_name" in model_params else "apps.main.transformer"
+# the apps whose checkpoints generation and evaluation serve, each a module defining its ModelSpec `MODEL`: tried in
+# this order and imported only when reached (the linear models need transformers, Llama checkpoints do not)
+APP_MODULES = ("apps.main.train", "apps.gla.train")
+
+
+def app_specs():
+    for name in APP_MODULES:
+        yield importlib.import_module(name).MODEL
+
+
+def spec_for_checkpoint(model_params: dict) -> ModelSpec:
+    """The app of a checkpoint's `model` section: the first whose model arguments know every key, else the one
+    leaving the fewest unknown (a config written by another version of the trainer may carry keys of its own)."""
+    best, fewest = None, None
+    for spec in app_specs():
+        unknown = len(set(model_params) - {f.name for f in fields(spec.model_args)})
+        if unknown == 0:
+            return spec
+        if fewest is None or unknown < fewest:
+            best, fewest = spec, unknown
+    return best
+
+
+def spec_for_model(model: nn.Module) -> ModelSpec:
+    """The app whose `build` (a model class) made `model`."""
+    for spec in app_specs():
+        if isinstance(model, spec.build):
+            return spec
+    raise ValueError(f"{type(model).__name__} is no app's model; expected the LMTransformer of one of {APP_MODULES}")
 
 
 def load_consolidated_model_and_tokenizer(folder, device="cpu", dtype: str | None = "fp32"):
     """(model in eval mode, tokenizer) from a consolidated folder: consolidated.pth ({"model": state dict}) and
-    params.json (the training config: `model` fields and `data.tokenizer`)."""
+    params.json (the training config: `model` fields and `data.tokenizer`), of any app's model."""
     folder = Path(folder)
     if not (folder / CONSOLIDATE_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
         hint = (
@@ -93,11 +119,11 @@ def load_consolidated_model_and_tokenizer(folder, device="cpu", dtype: str | Non
     params = json.loads((folder / CONFIG_NAME).read_text())
     if "model" not in params:
         raise ValueError(f"{folder / CONFIG_NAME} has no 'model' section; expected a training config")
-    app = importlib.import_module(model_module(params["model"]))
-    model_args = dataclass_from_dict(app.LMTransformerArgs, params["model"], strict=False)
+    spec = spec_for_checkpoint(params["model"])
+    model_args = dataclass_from_dict(spec.model_args, params["model"], strict=False)
     tokenizer_args = dataclass_from_dict(TokenizerArgs, (params.get("data") or {}).get("tokenizer") or {}, strict=False)
     with torch.device("meta"):
-        model = app.LMTransformer(model_args)
+        model = spec.build(model_args)
     state = torch.load(folder / CONSOLIDATE_NAME, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"], assign=True)
     model = model.to(device=device, dtype=DTYPES[dtype or "fp32"]).eval()
@@ -128,11 +154,15 @@ def cut_at_stop(text: str, until: list[str]) -> str:
     return text[:cut]
 
 
-class PackedCausalTransformerGenerator:
-    def __init__(self, cfg: PackedCausalTransformerGeneratorArgs, model: LMTransformer, tokenizer):
+class LeftPaddedGenerator:
+    """Generates from prompts batched with left padding (so every row's next token sits in the last column) through
+    the generation cache of the model's app, and scores token sequences."""
+
+    def __init__(self, cfg: LeftPaddedGeneratorArgs, model: nn.Module, tokenizer):
         check_generator_args(cfg)
         self.cfg = cfg
         self.model = model
+        self.new_cache = spec_for_model(model).generation_cache
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
         self.max_seqlen = model.max_seqlen
@@ -189,7 +219,7 @@ class PackedCausalTransformerGenerator:
         for row, prompt in enumerate(prompts):
             tokens[row, length - len(prompt) :] = torch.tensor(prompt)
         pad = torch.tensor([length - len(p) for p in prompts], device=self.device)
-        cache = InferenceCache(len(self.model.layers), length + max_gen_len, pad)
+        cache = self.new_cache(self.model, pad, length + max_gen_len)
         logits = self.model(tokens.to(self.device), cache=cache)[:, -1]
         # a stop string ends within its last len(bytes) tokens (every token is at least one byte); one more token
         # because decoders such as SentencePiece drop the leading space of the first token they decode
@@ -271,10 +301,10 @@ def main(argv=None) -> int:
         if ckpt is None:
             raise ConfigError("missing ckpt=<dump_dir>/checkpoints/<step>/consolidated")
         prompts = read_prompts(cli)
-        cfg = dataclass_from_dict(PackedCausalTransformerGeneratorArgs, cli)
+        cfg = dataclass_from_dict(LeftPaddedGeneratorArgs, cli)
         check_generator_args(cfg)
         model, tokenizer = load_consolidated_model_and_tokenizer(ckpt, cfg.device, cfg.dtype)
-        generator = PackedCausalTransformerGenerator(cfg, model, tokenizer)
+        generator = LeftPaddedGenerator(cfg, model, tokenizer)
         start = time.perf_counter()
         generations = generator.generate(prompts)
         elapsed = time.perf_counter() - start

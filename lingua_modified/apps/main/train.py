@@ -11,6 +11,7 @@ from apps.main.transformer import (
     get_no_recompute_ops,
     get_num_flop_per_token,
 )
+from lingua.generation_cache import InferenceCache
 from lingua.training import BaseTrainArgs, ModelSpec
 from lingua.training import main as training_main
 
@@ -22,7 +23,9 @@ class TrainArgs(BaseTrainArgs):
 
 MODEL = ModelSpec(
     build=LMTransformer,
+    model_args=LMTransformerArgs,
     fsdp_grouping_plan=build_fsdp_grouping_plan,
+    generation_cache=InferenceCache.for_model,
     no_recompute_ops=get_no_recompute_ops(),
     flops_per_token=lambda n_params, model, seq_len: get_num_flop_per_token(
         n_params - model.vocab_size * model.dim, model.n_layers, model.dim, seq_len
