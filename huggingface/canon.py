@@ -15,8 +15,12 @@ Read top to bottom:
   cheap tensors in backward (`canon_conv`, `norm_canon`, `canon_swiglu_recompute`).
 - `choose_path`: the one place that decides which of these a call runs.
 - `ShortConvolution` (the module: one forward, one decode `step`), then what the models call around it:
-  `norm_then_canon` (sites A, C), `canon_call` (B and the linear models' own short convs), `canon_swiglu` (D),
-  `conv_state` (the one helper every decode cache keeps its [B, K-1, C] states with) and `init_canon`.
+  `norm_then_canon` (sites A, C), `canon_call` and `canon_parts` (B, and the linear models' own short convs),
+  `canon_swiglu` / `canon_glu` (D), `conv_state` (where every decode cache keeps a layer's last K-1 inputs,
+  [B, K-1, C], in its `conv_states` dict) and `init_canon`.
+
+The layer's norms and precision helpers (`rms_normalize`, `upcast`) come from `layers.py`, the file of the parts all
+models share.
 """
 
 import math
@@ -25,6 +29,8 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .layers import rms_normalize, upcast
 
 try:
     from causal_conv1d import causal_conv1d_fn
@@ -35,11 +41,6 @@ FAST_KERNEL_SIZES = (2, 3, 4)
 PATHS = ("step", "context", "shifted", "causal_conv1d", "recompute", "plain")
 
 
-def upcast(t: torch.Tensor) -> torch.Tensor:
-    """At least fp32 (fp64 stays fp64): half-precision inputs accumulate in fp32."""
-    return t if t.dtype in (torch.float32, torch.float64) else t.float()
-
-
 def fold_residual(weight: torch.Tensor, residual: bool) -> torch.Tensor:
     """x + conv_w(x) == conv_w'(x) with w' = w plus 1 on the current-token tap: the residual costs no extra pass."""
     if not residual:
@@ -47,15 +48,8 @@ def fold_residual(weight: torch.Tensor, residual: bool) -> torch.Tensor:
     return torch.cat([weight[:, :-1], weight[:, -1:] + 1], dim=1)
 
 
-def rms_normalize(h, norm_weight, eps):
-    """(norm_weight * h / rms(h), rstd) as LlamaRMSNorm computes it (statistics in fp32)."""
-    h32 = upcast(h)
-    rstd = torch.rsqrt(h32.pow(2).mean(-1, keepdim=True) + eps)
-    return norm_weight * (h32 * rstd).to(h.dtype), rstd
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# The reference (the tests' oracle)
+# The definition (the tests' oracle)
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -74,7 +68,7 @@ def canon_reference(x, weight, bias=None, activation=False, residual=True, conte
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The compile-fusable formulation: K shifted multiply-adds
+# The shifted formulation: K multiply-adds, which inductor fuses with its neighbours
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -120,7 +114,7 @@ def shifted_conv(x, weight, context=None, doc_ids=None, residual=False):
 def _correlate(x: torch.Tensor, weight: torch.Tensor, pad_left: int = 0, pad_right: int = 0) -> torch.Tensor:
     """Valid depthwise correlation along time: y[:, t] = sum_k weight[:, k] * xp[:, t + k], where xp is x [B, T, C]
     with zero rows added on either side. [B, T, C] is a channels-last [B, C, 1, T] image, so this runs as one
-    depthwise conv2d (oneDNN / cuDNN kernels): a single pass, 3-4x faster on CPU than K multiply-adds."""
+    depthwise conv2d (oneDNN / cuDNN kernels): a single pass over the activations instead of K multiply-adds."""
     if pad_left or pad_right:
         x = F.pad(x, (0, 0, pad_left, pad_right))
     y = F.conv2d(x.contiguous().transpose(1, 2).unsqueeze(2), weight.to(x.dtype)[:, None, None, :], groups=x.shape[2])
@@ -162,7 +156,7 @@ def _time_chunks(T: int, K: int, rows: int):
 def _default_rows(x: torch.Tensor) -> int:
     """Chunk length along time so that one chunk of x [B, T, C] holds about 2^19 elements: a Canon layer's passes
     (normalisation, conv, activation and their gradients) then run in cache instead of streaming whole activations
-    through memory (measured best among 2^15..2^20 elements on CPU). On GPUs one chunk: launches cost more there."""
+    through memory (the best size measured on CPU; see the README). On GPUs one chunk: launches cost more there."""
     if x.is_cuda:
         return x.shape[1]
     return max(4, (1 << 19) // max(1, x.shape[0] * x.shape[2]))
@@ -300,10 +294,10 @@ def choose_path(conv, x, mask=None, state=None, doc_ids=None) -> str:
     - "step" / "context": decoding with a conv state (one token / several).
     - "shifted" under torch.compile and for document resets: the elementwise formulation, which inductor fuses
       with the norm, residual and SwiGLU around it (the opaque kernels below cost extra passes there).
-    - "causal_conv1d" for CUDA tensors when the package is installed and K is 2..4: faster in eager training on an
-      H100 than the recomputing Functions (train step 1.73x Llama vs 2.1x), at more activation memory (1.18x vs 0.98x).
-    - "recompute": the chunked Functions that fuse a plain Canon layer (no bias, no activation) with its
-      neighbours and keep only their inputs; eager training without padding.
+    - "causal_conv1d" for CUDA tensors when the package is installed and K is 2..4: faster in eager GPU training
+      than the recomputing Functions, at more activation memory (figures in the README).
+    - "recompute": the chunked Functions that fuse a pure Canon layer (`is_pure_conv`: no bias, no activation) with
+      its neighbours and keep only their inputs; eager training without padding.
     - "plain": the chunked convolution alone (padding masks, bias or activation).
     """
     if state is not None:
@@ -312,7 +306,7 @@ def choose_path(conv, x, mask=None, state=None, doc_ids=None) -> str:
         return "shifted"
     if conv.uses_fast_path(x):
         return "causal_conv1d"
-    if mask is None and conv.fusable:
+    if mask is None and conv.is_pure_conv:
         return "recompute"
     return "plain"
 
@@ -362,8 +356,9 @@ class ShortConvolution(nn.Conv1d):
         return self.kernel_size[0]
 
     @property
-    def fusable(self) -> bool:
-        """Whether the recomputing training fusions (no bias, no activation) apply."""
+    def is_pure_conv(self) -> bool:
+        """No bias and no activation: the layer is its taps alone (plus the residual), which is what the recomputing
+        training Functions compute."""
         return self.bias is None and not self.activation
 
     def uses_fast_path(self, x: torch.Tensor) -> bool:
@@ -411,8 +406,8 @@ class ShortConvolution(nn.Conv1d):
 
     def step(self, x, conv_state):
         """One decoding step: x [B, 1, C] after the K-1 inputs in conv_state, which shifts by one in place. A handful
-        of ops, because decoding is bound by per-op overhead: on an H100 this beat causal_conv1d_update (0.61x vs
-        0.53x Llama's tokens/s) and it is exact."""
+        of ops, because decoding is bound by per-op overhead: on GPU this beat causal_conv1d_update (see the README),
+        and it is exact."""
         window = torch.cat([conv_state, x], dim=1)  # [B, K, C], oldest first
         conv_state.copy_(window[:, 1:])
         y = (upcast(window) * upcast(self.weight[:, 0, :]).T).sum(1, keepdim=True).to(x.dtype)
@@ -454,29 +449,31 @@ def init_canon(module: ShortConvolution, fns=nn.init) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def conv_state(states: dict, key, conv: ShortConvolution, like: torch.Tensor) -> torch.Tensor:
-    """The conv state of `key` in a cache's dict `states` for inputs like `like` [B, T, C]: zeros (no history) on
-    first use, then whatever the layer left there."""
-    state = states.get(key)
+def conv_state(cache, key, conv: ShortConvolution, like: torch.Tensor):
+    """The conv state of `conv` under `key` in `cache` (any object with a `conv_states` dict), for inputs like `like`
+    [B, T, C]: the last K-1 inputs [B, K-1, C], zeros (no history) on first use, which the layer then advances in
+    place. None without a cache (training)."""
+    if cache is None:
+        return None
+    state = cache.conv_states.get(key)
     if state is None:
-        state = states[key] = like.new_zeros(like.shape[0], conv.kernel - 1, conv.hidden_size)
+        state = cache.conv_states[key] = like.new_zeros(like.shape[0], conv.kernel - 1, conv.hidden_size)
     return state
 
 
-def _state(cache, key, conv, like):
-    return None if cache is None else conv_state(cache.conv_states, key, conv, like)
-
-
 def canon_call(conv, x, cache=None, key=None, mask=None, doc_ids=None):
-    """conv(x), continuing from and advancing the state `key` of `cache` (anything with a `conv_states` dict)."""
-    return conv(x, attention_mask=mask, conv_state=_state(cache, key, conv, x), doc_ids=doc_ids)
+    """conv(x), continuing from and advancing the state `key` of `cache` (anything with a `conv_states` dict); x
+    itself when there is no conv (the site is off)."""
+    if conv is None:
+        return x
+    return conv(x, attention_mask=mask, conv_state=conv_state(cache, key, conv, x), doc_ids=doc_ids)
 
 
 def norm_then_canon(h, norm_weight, eps, canon=None, cache=None, key=None, mask=None, doc_ids=None):
     """RMSNorm(h), then the Canon layer `canon` (sites A and C) when there is one."""
     if canon is None:
         return rms_normalize(h, norm_weight, eps)[0]
-    state = _state(cache, key, canon, h)
+    state = conv_state(cache, key, canon, h)
     path = choose_path(canon, h, mask, state, doc_ids)
     if path == "recompute":
         return norm_canon(h, norm_weight, canon.weight[:, 0, :], eps, canon.residual)
@@ -488,7 +485,7 @@ def canon_parts(conv, parts, cache=None, key=None, mask=None, doc_ids=None):
     """conv applied to the channel concatenation of `parts` ([B, T, C_i] each), returned as the same parts (Canon-B
     on q, k, v). On the shifted path each part runs alone with its slice of the taps, so the concatenation is never
     written out; the other paths concatenate."""
-    state = _state(cache, key, conv, parts[0])
+    state = conv_state(cache, key, conv, parts[0])
     path = choose_path(conv, parts[0], mask, state, doc_ids)
     widths = [p.shape[-1] for p in parts]
     if path != "shifted" or mask is not None:
@@ -505,23 +502,32 @@ def canon_parts(conv, parts, cache=None, key=None, mask=None, doc_ids=None):
 
 def canon_swiglu(gate_up, canon=None, cache=None, key=None, mask=None, doc_ids=None):
     """SiLU(gate) * up for gate_up = [gate | up] [B, T, 2F] or the pair (gate, up), after Canon-D when there is one.
-    A pair on the shifted path never forms [gate | up]."""
+    A pair never forms [gate | up] without Canon-D or on the shifted path."""
     if isinstance(gate_up, (tuple, list)):
-        if (
-            canon is not None
-            and choose_path(canon, gate_up[0], mask, _state(cache, key, canon, gate_up[0]), doc_ids) == "shifted"
-        ):
+        if canon is None:
+            gate, up = gate_up
+            return F.silu(gate) * up
+        if choose_path(canon, gate_up[0], mask, conv_state(cache, key, canon, gate_up[0]), doc_ids) == "shifted":
             gate, up = canon_parts(canon, gate_up, cache, key, mask, doc_ids)
             return F.silu(gate) * up
         gate_up = torch.cat(gate_up, dim=-1)
     if canon is not None:
-        state = _state(cache, key, canon, gate_up)
+        state = conv_state(cache, key, canon, gate_up)
         path = choose_path(canon, gate_up, mask, state, doc_ids)
         if path == "recompute":
             return canon_swiglu_recompute(gate_up, canon.weight[:, 0, :], canon.residual)
         gate_up = canon(gate_up, attention_mask=mask, conv_state=state, doc_ids=doc_ids, path=path)
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
+
+
+def canon_glu(gate_up, activation=None, canon=None, cache=None, key=None, mask=None):
+    """activation(gate) * up for gate_up = [gate | up] [B, T, 2F], after Canon-D when there is one. SiLU when
+    `activation` is None, the case `canon_swiglu` fuses with the Canon layer."""
+    if activation is None:
+        return canon_swiglu(gate_up, canon, cache, key, mask)
+    gate, up = canon_call(canon, gate_up, cache, key, mask).chunk(2, dim=-1)
+    return activation(gate) * up
 
 
 def map_states(states: dict, fn) -> dict:

@@ -16,7 +16,8 @@ import tempfile
 
 import torch
 
-from .modeling_llama_canon import LlamaCanonForCausalLM, find_lingua_folder
+from .lingua_checkpoint import find_lingua_folder
+from .modeling_llama_canon import LlamaCanonForCausalLM
 
 
 def convert_lingua_to_hf(src, dst, variant=None, dtype=None):
@@ -24,7 +25,7 @@ def convert_lingua_to_hf(src, dst, variant=None, dtype=None):
     dst = os.path.abspath(dst)
     if os.path.exists(dst) and (not os.path.isdir(dst) or os.listdir(dst)):
         raise FileExistsError(f"destination {dst} already exists and is not an empty folder; choose a new path")
-    if find_lingua_folder(src, variant, {}) is None:
+    if find_lingua_folder(src, variant) is None:
         raise FileNotFoundError(f"{src} is not a Lingua folder ({variant or 'default'}/params.json + consolidated.pth)")
     model = LlamaCanonForCausalLM.from_pretrained(src, variant=variant, rope_version="huggingface", dtype=dtype)
     parent = os.path.dirname(dst)

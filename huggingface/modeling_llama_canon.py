@@ -1,12 +1,11 @@
 """LlamaCanon for Hugging Face transformers: Llama with Canon layers (sites A/B/C/D), QK-norm and partial RoPE.
 
-Read top to bottom: norms and RoPE, MLP (Canon-D), attention (Canon-B), decoder layer (Canon-A/C), the base model,
-the causal LM head, and the bridge from Lingua checkpoints (`load_from_lingua_state`, lingua-folder loading).
-Canon conv states live in `CanonCache`, which `generate()` receives instead of a plain DynamicCache.
+Read top to bottom: RoPE, the joint projection, MLP (Canon-D), attention (Canon-B), decoder layer (Canon-A/C), the
+cache, the base model and the causal LM head, which also loads Lingua checkpoints (`load_from_lingua_state`, Lingua
+folders in `from_pretrained`; names, layouts and configs are translated by `lingua_bridge.py`). Canon conv states live
+in `CanonCache`, which `generate()` receives instead of a plain DynamicCache. RMSNorm, the causal mask and the weight
+init are the shared ones of `layers.py`.
 """
-
-import json
-import os
 
 import torch
 import torch.nn.functional as F
@@ -16,19 +15,17 @@ from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import PreTrainedModel
 
-from .canon import (
-    ShortConvolution,
-    canon_call,
-    canon_swiglu,
-    conv_state,
-    create_canon,
-    init_canon,
-    map_states,
-    norm_then_canon,
-    rms_normalize,
-    upcast,
-)
+from .canon import ShortConvolution, canon_call, canon_glu, create_canon, init_canon, map_states, norm_then_canon
 from .configuration_llama_canon import LlamaCanonConfig
+from .layers import RMSNorm, causal_mask, init_normal, upcast
+from .lingua_bridge import config_from_lingua_params, lingua_state_to_hf
+from .lingua_checkpoint import (
+    cast_and_place,
+    find_lingua_folder,
+    load_checked,
+    pop_loading_keywords,
+    read_lingua_folder,
+)
 from .transformers_compat import (
     CACHE_NAME,
     DynamicCache,
@@ -43,21 +40,8 @@ from .transformers_compat import (
 )
 
 # ----------------------------------------------------------------------------------------------------------------
-# Norm and rotary embeddings
+# Rotary embeddings
 # ----------------------------------------------------------------------------------------------------------------
-
-
-class LlamaRMSNorm(nn.Module):
-    def __init__(self, hidden_size, eps=1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.variance_epsilon = eps
-
-    def forward(self, hidden_states):
-        return rms_normalize(hidden_states, self.weight, self.variance_epsilon)[0]
-
-    def extra_repr(self):
-        return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
 
 
 class LlamaCanonRotaryEmbedding(nn.Module):
@@ -115,10 +99,16 @@ def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1, rope_version="huggingf
     return q_rot, k_rot
 
 
-def _project_concat(x, *projections):
-    """cat([p(x) for p in projections], -1), as one GEMM when all are plain nn.Linear; wrapped projections
-    (adapters, quantisation) run as modules."""
-    if all(type(p) is nn.Linear for p in projections):
+def joint_projection(x, projections, cache):
+    """cat([p(x) for p in projections], -1): [q | k | v] for attention, [gate | up] for the MLP.
+
+    This is the one place that decides between one GEMM and several. A call without a cache (training, or a forward
+    without generation) runs one GEMM on the concatenated weights, which costs one copy of the weights and saves
+    launches over the T tokens. A decoding call runs the projections one by one and concatenates their outputs: for
+    a token or two, re-concatenating the weights every step would cost more than it saves. Projections that are not
+    plain nn.Linear (adapters, quantisation) always run as modules.
+    """
+    if cache is None and all(type(p) is nn.Linear for p in projections):
         bias = None if projections[0].bias is None else torch.cat([p.bias for p in projections])
         return F.linear(x, torch.cat([p.weight for p in projections]), bias)
     return torch.cat([p(x) for p in projections], dim=-1)
@@ -137,23 +127,15 @@ class LlamaCanonMLP(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.mlp_bias)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.mlp_bias)
         self.act_fn = ACT2FN[config.hidden_act]
-        self.is_swiglu = config.hidden_act in ("silu", "swish")
+        # SiLU is left to canon.py, which fuses it with Canon-D in training; other activations run as given
+        self.gate_activation = None if config.hidden_act in ("silu", "swish") else self.act_fn
         if "D" in config.canon_set:
             self.canonD = create_canon(2 * config.intermediate_size, config)
 
     def forward(self, x, canon_mask=None, cache=None):
-        canon = getattr(self, "canonD", None)
-        if canon is None:
-            return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
-        if cache is None:  # training-style call: [gate | up] from one GEMM
-            gate_up = _project_concat(x, self.gate_proj, self.up_proj)
-        else:  # decoding keeps two GEMMs rather than re-concatenating the weights for every token
-            gate_up = torch.cat((self.gate_proj(x), self.up_proj(x)), dim=-1)
-        key = (self.layer_idx, "canonD")
-        if self.is_swiglu:  # canon.py picks the formulation (fused with SwiGLU in training)
-            return self.down_proj(canon_swiglu(gate_up, canon, cache, key, canon_mask))
-        gate, up = canon_call(canon, gate_up, cache, key, canon_mask).chunk(2, dim=-1)
-        return self.down_proj(self.act_fn(gate) * up)
+        gate_up = joint_projection(x, (self.gate_proj, self.up_proj), cache)
+        canon, key = getattr(self, "canonD", None), (self.layer_idx, "canonD")
+        return self.down_proj(canon_glu(gate_up, self.gate_activation, canon, cache, key, canon_mask))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -192,8 +174,8 @@ class LlamaCanonAttention(nn.Module):
         self.o_proj = nn.Linear(q_width, config.hidden_size, bias=config.attention_bias)
         if config.qk_norm:
             # one RMS statistic over all heads jointly, as in Lingua
-            self.q_norm = LlamaRMSNorm(q_width, eps=config.rms_norm_eps)
-            self.k_norm = LlamaRMSNorm(kv_width, eps=config.rms_norm_eps)
+            self.q_norm = RMSNorm(q_width, eps=config.rms_norm_eps)
+            self.k_norm = RMSNorm(kv_width, eps=config.rms_norm_eps)
         if "B" in config.canon_set:
             self.canonB = create_canon(sum(self.split_sizes), config)
 
@@ -208,20 +190,11 @@ class LlamaCanonAttention(nn.Module):
         **kwargs,
     ):
         B, T, _ = hidden_states.shape
-        canon = getattr(self, "canonB", None)
-        if canon is not None and cache is None and not self.config.qk_norm:
-            # training-style call: [q | k | v] straight from one GEMM (decoding would re-concatenate the weights for
-            # every token, so it keeps three)
-            qkv = _project_concat(hidden_states, self.q_proj, self.k_proj, self.v_proj)
-        else:
-            q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
-            if self.config.qk_norm:
-                q, k = self.q_norm(q), self.k_norm(k)
-            if canon is not None:
-                qkv = torch.cat((q, k, v), dim=-1)
-        if canon is not None:
-            qkv = canon_call(canon, qkv, cache, (self.layer_idx, "canonB"), canon_mask)
-            q, k, v = qkv.split(self.split_sizes, dim=-1)
+        qkv = joint_projection(hidden_states, (self.q_proj, self.k_proj, self.v_proj), cache)
+        if self.config.qk_norm:
+            qkv = self.normalize_qk(qkv)
+        qkv = canon_call(getattr(self, "canonB", None), qkv, cache, (self.layer_idx, "canonB"), canon_mask)
+        q, k, v = qkv.split(self.split_sizes, dim=-1)
         q = q.reshape(B, T, -1, self.head_dim).transpose(1, 2)
         k = k.reshape(B, T, -1, self.head_dim).transpose(1, 2)
         v = v.reshape(B, T, -1, self.head_dim).transpose(1, 2)
@@ -244,6 +217,11 @@ class LlamaCanonAttention(nn.Module):
         )
         return self.o_proj(out.reshape(B, T, -1).contiguous()), weights
 
+    def normalize_qk(self, qkv):
+        """[q_norm(q) | k_norm(k) | v]."""
+        q, k, v = qkv.split(self.split_sizes, dim=-1)
+        return torch.cat((self.q_norm(q), self.k_norm(k), v), dim=-1)
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Decoder layer with Canon-A and Canon-C
@@ -256,8 +234,8 @@ class LlamaCanonDecoderLayer(GradientCheckpointingLayer):
         self.layer_idx = layer_idx
         self.self_attn = LlamaCanonAttention(config, layer_idx)
         self.mlp = LlamaCanonMLP(config, layer_idx)
-        self.input_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         if "A" in config.canon_set:
             self.canonA = create_canon(config.hidden_size, config)
         if "C" in config.canon_set:
@@ -265,7 +243,7 @@ class LlamaCanonDecoderLayer(GradientCheckpointingLayer):
 
     def _norm_then_canon(self, h, norm, site, canon_mask, cache):
         canon = getattr(self, site, None)
-        return norm_then_canon(h, norm.weight, norm.variance_epsilon, canon, cache, (self.layer_idx, site), canon_mask)
+        return norm_then_canon(h, norm.weight, norm.eps, canon, cache, (self.layer_idx, site), canon_mask)
 
     def forward(
         self,
@@ -308,11 +286,7 @@ class CanonCache(DynamicCache):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.conv_states: dict[tuple[int, str], torch.Tensor] = {}
-
-    def canon_state(self, layer_idx: int, site: str, canon: ShortConvolution, like: torch.Tensor):
-        """The conv state of (layer_idx, site) for inputs like `like` [B, T, C]; zeros on first use."""
-        return conv_state(self.conv_states, (layer_idx, site), canon, like)
+        self.conv_states: dict[tuple[int, str], torch.Tensor] = {}  # canon.py's conv_state keeps them here
 
     def reorder_cache(self, beam_idx: torch.LongTensor):
         super().reorder_cache(beam_idx)
@@ -365,14 +339,12 @@ class LlamaCanonPreTrainedModel(PreTrainedModel):
         if isinstance(module, ShortConvolution):
             init_canon(module, init)
         elif isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
+            init_normal(module, std, init)
         elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=std)
+            init_normal(module, std, init)
             if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
                 init.zeros_(module.weight[module.padding_idx])
-        elif isinstance(module, LlamaRMSNorm):
+        elif isinstance(module, RMSNorm):
             init.ones_(module.weight)
 
 
@@ -387,11 +359,10 @@ def _attention_mask_4d(implementation, mask_2d, batch, length, past, dtype, devi
     if mask_2d is None and (length == 1 or (past == 0 and implementation != "eager")):
         return None  # sdpa's is_causal (or no mask for a single query) is exact here
     total = past + length
-    q_pos = torch.arange(past, total, device=device)[:, None]
-    k_pos = torch.arange(total, device=device)[None, :]
-    allowed = (k_pos <= q_pos)[None]
+    q_pos, k_pos = torch.arange(past, total, device=device), torch.arange(total, device=device)
+    allowed = causal_mask(q_pos, k_pos)[None]
     if mask_2d is not None:
-        allowed = (allowed & mask_2d[:, None, :].bool()) | (k_pos == q_pos)[None]
+        allowed = (allowed & mask_2d[:, None, :].bool()) | (k_pos[None, :] == q_pos[:, None])[None]
     allowed = allowed.expand(batch, length, total)[:, None]
     if implementation == "eager":
         return torch.zeros((), dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
@@ -407,7 +378,7 @@ class LlamaCanonModel(LlamaCanonPreTrainedModel):
         self.layers = nn.ModuleList(
             [LlamaCanonDecoderLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
         )
-        self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.rotary_emb = LlamaCanonRotaryEmbedding(config)
         self.gradient_checkpointing = False
         self.post_init()
@@ -592,25 +563,19 @@ class LlamaCanonForCausalLM(LlamaCanonPreTrainedModel, GenerationMixin):
             model_kwargs[CACHE_NAME] = CanonCache()
 
     # ------------------------------------------------------------------------------------------------------------
-    # Lingua bridge
+    # Lingua checkpoints (translated by lingua_bridge.py)
     # ------------------------------------------------------------------------------------------------------------
 
     def load_from_lingua_state(self, state_dict, strict=True):
-        """Load a Lingua `LMTransformer` state dict (names of spec §10).
+        """Load the state dict of Lingua's `LMTransformer` (`tok_embeddings`, `layers.i.attention.wq`, ...).
 
         With `rope_version='lingua'` tensors are copied as they are; with `'huggingface'` the q/k rows (and q_norm,
         k_norm, Canon-B q/k channels) are permuted per head into the rotate-half layout, giving identical logits.
         With strict=True, missing and unexpected keys are listed in one error before anything is loaded.
+        Returns (missing, unexpected).
         """
         mapped, unexpected = lingua_state_to_hf(state_dict, self.config)
-        expected = set(self.state_dict())
-        if self.config.tie_word_embeddings:
-            expected.discard("lm_head.weight")
-        missing = sorted(expected - set(mapped))
-        if strict and (missing or unexpected):
-            raise KeyError(f"lingua state dict does not match this model: missing {missing}, unexpected {unexpected}")
-        self.load_state_dict(mapped, strict=False)
-        return missing, unexpected
+        return load_checked(self, mapped, unexpected, strict)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, variant=None, **kwargs):
@@ -621,209 +586,21 @@ class LlamaCanonForCausalLM(LlamaCanonPreTrainedModel, GenerationMixin):
         (e.g. rope_version="huggingface" to permute into the rotate-half layout), and `dtype`/`torch_dtype`,
         `device_map` (a device) and `attn_implementation` are honoured.
         """
-        lingua_dir = find_lingua_folder(pretrained_model_name_or_path, variant, kwargs)
-        if lingua_dir is None:
+        folder = find_lingua_folder(
+            pretrained_model_name_or_path, variant, kwargs.get("local_files_only", False), kwargs.get("token")
+        )
+        if folder is None:
             if variant is not None:
                 kwargs["variant"] = variant
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)
-        device = kwargs.pop("device_map", None)
-        attn_implementation = kwargs.pop("attn_implementation", None)
-        with open(os.path.join(lingua_dir, "params.json")) as f:
-            params = json.load(f)
+        loading = pop_loading_keywords(kwargs)
+        params, state = read_lingua_folder(folder)
         config = config_from_lingua_params(params, **kwargs)
-        if attn_implementation is not None:
-            config._attn_implementation = attn_implementation
+        if loading.get("attn_implementation") is not None:
+            config._attn_implementation = loading["attn_implementation"]
         model = cls(config)
-        state = torch.load(os.path.join(lingua_dir, "consolidated.pth"), map_location="cpu", weights_only=True)
-        model.load_from_lingua_state(state["model"] if "model" in state else state)
-        if isinstance(dtype, str) and dtype != "auto":
-            dtype = getattr(torch, dtype)
-        if isinstance(dtype, torch.dtype):
-            model = model.to(dtype)
-        if isinstance(device, (str, torch.device)) and device != "auto":
-            model = model.to(device)
-        return model.eval()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Lingua checkpoints: key map, RoPE layout permutation, params.json -> config
-# ----------------------------------------------------------------------------------------------------------------
-
-LINGUA_TOP_LEVEL = {
-    "tok_embeddings.weight": "model.embed_tokens.weight",
-    "norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-}
-LINGUA_LAYER_PARTS = {
-    "attention.wq": "self_attn.q_proj",
-    "attention.wk": "self_attn.k_proj",
-    "attention.wv": "self_attn.v_proj",
-    "attention.wo": "self_attn.o_proj",
-    "attention.q_norm": "self_attn.q_norm",
-    "attention.k_norm": "self_attn.k_norm",
-    "attention.canonB": "self_attn.canonB",
-    "feed_forward.w1": "mlp.gate_proj",
-    "feed_forward.w3": "mlp.up_proj",
-    "feed_forward.w2": "mlp.down_proj",
-    "feed_forward.canonD": "mlp.canonD",
-    "canonA": "canonA",
-    "canonC": "canonC",
-    "attention_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
-}
-LINGUA_TIED_OUTPUT = "output.tied_module.weight"
-
-
-def lingua_key_to_hf(key):
-    """The HF name of a Lingua parameter, or None when it has no counterpart."""
-    if key in LINGUA_TOP_LEVEL:
-        return LINGUA_TOP_LEVEL[key]
-    parts = key.split(".")
-    if len(parts) >= 4 and parts[0] == "layers" and parts[1].isdigit():
-        module, leaf = ".".join(parts[2:-1]), parts[-1]
-        if module in LINGUA_LAYER_PARTS:
-            return f"model.layers.{parts[1]}.{LINGUA_LAYER_PARTS[module]}.{leaf}"
-    return None
-
-
-def rope_layout_permutation(head_dim, rotary_dim):
-    """Index p with hf_head = lingua_head[p]: interleaved pairs (2j, 2j+1) -> rotate-half pairs (j, j + R/2)."""
-    return list(range(0, rotary_dim, 2)) + list(range(1, rotary_dim, 2)) + list(range(rotary_dim, head_dim))
-
-
-def _permute_heads(tensor, num_heads, perm):
-    """Reorder dim 0 of a [num_heads * head_dim, ...] tensor within every head."""
-    head_dim = len(perm)
-    heads = tensor.reshape(num_heads, head_dim, *tensor.shape[1:])
-    return heads[:, perm].reshape(tensor.shape)
-
-
-def lingua_to_hf_rope_layout(state_dict, config):
-    """Permute HF-named q/k tensors of a Lingua-layout state dict into the rotate-half layout (in a new dict)."""
-    perm = torch.tensor(rope_layout_permutation(config.head_dim, config.rotary_dim))
-    H, KV, hd = config.num_attention_heads, config.num_key_value_heads, config.head_dim
-    out = dict(state_dict)
-    for key, tensor in state_dict.items():
-        if key.endswith(("self_attn.q_proj.weight", "self_attn.q_proj.bias", "self_attn.q_norm.weight")):
-            out[key] = _permute_heads(tensor, H, perm)
-        elif key.endswith(("self_attn.k_proj.weight", "self_attn.k_proj.bias", "self_attn.k_norm.weight")):
-            out[key] = _permute_heads(tensor, KV, perm)
-        elif key.endswith("self_attn.canonB.weight"):
-            q, k, v = tensor.split((H * hd, KV * hd, KV * hd), dim=0)
-            out[key] = torch.cat((_permute_heads(q, H, perm), _permute_heads(k, KV, perm), v), dim=0)
-    return out
-
-
-def lingua_state_to_hf(state_dict, config):
-    """Rename a Lingua state dict to HF names (and permute for rope_version='huggingface').
-
-    Returns (mapped, unexpected_keys)."""
-    mapped, unexpected = {}, []
-    for key, tensor in state_dict.items():
-        if key == LINGUA_TIED_OUTPUT and config.tie_word_embeddings:
-            continue
-        hf_key = lingua_key_to_hf(key)
-        if hf_key is None:
-            unexpected.append(key)
-        else:
-            mapped[hf_key] = tensor
-    if config.rope_version == "huggingface":
-        mapped = lingua_to_hf_rope_layout(mapped, config)
-    return mapped, sorted(unexpected)
-
-
-def lingua_ffn_width(dim, multiple_of=256, ffn_dim_multiplier=None):
-    """Lingua's MLP width when hidden_dim is unset: 2/3 of 4*dim, scaled, rounded up to multiple_of."""
-    width = int(2 * (4 * dim) / 3)
-    if ffn_dim_multiplier is not None:
-        width = int(ffn_dim_multiplier * width)
-    return multiple_of * ((width + multiple_of - 1) // multiple_of)
-
-
-def _special_token_ids(tokenizer_name, vocab_size):
-    if tokenizer_name == "tiktoken":
-        return vocab_size - 256, vocab_size - 255
-    if tokenizer_name == "bytes":
-        return 256, 257
-    return 1, 2  # SentencePiece Llama-2 ids
-
-
-def config_from_lingua_params(params, **overrides):
-    """A LlamaCanonConfig (rope_version 'lingua') from a Lingua params.json dict; overrides win."""
-    if "model" not in params:
-        raise ValueError(f"params.json has no 'model' section (keys: {sorted(params)}); expected a Lingua dump")
-    m = params["model"]
-    data = params.get("data") or {}
-    dim, n_layers = m["dim"], m["n_layers"]
-    head_dim = m.get("head_dim")
-    n_heads = m.get("n_heads") or dim // head_dim
-    head_dim = head_dim or dim // n_heads
-    tokenizer = (data.get("tokenizer") or {}).get("name")
-    bos, eos = _special_token_ids(tokenizer, m["vocab_size"])
-    fields = dict(
-        vocab_size=m["vocab_size"],
-        hidden_size=dim,
-        intermediate_size=m.get("hidden_dim")
-        or lingua_ffn_width(dim, m.get("multiple_of", 256), m.get("ffn_dim_multiplier")),
-        num_hidden_layers=n_layers,
-        num_attention_heads=n_heads,
-        num_key_value_heads=m.get("n_kv_heads") or n_heads,
-        head_dim=head_dim,
-        rms_norm_eps=m.get("norm_eps", 1e-5),
-        rope_theta=m.get("rope_theta", 10000.0),
-        rope_dim=m.get("rope_dim"),
-        qk_norm=m.get("qk_norm", False),
-        canon_set=m.get("canon_set", ""),
-        canon_kernel=m.get("canon_kernel", 4),
-        canon_residual=m.get("canon_residual", True),
-        canon_activation=m.get("canon_activation", False),
-        canon_bias=m.get("canon_bias", False),
-        tie_word_embeddings=m.get("weight_tying", False),
-        max_position_embeddings=data.get("seq_len") or m.get("max_seqlen", 4096),
-        bos_token_id=bos,
-        eos_token_id=eos,
-        rope_version="lingua",
-    )
-    fields.update(overrides)
-    return LlamaCanonConfig(**fields)
-
-
-def find_lingua_folder(path, variant, kwargs):
-    """The folder holding params.json + consolidated.pth for `path`, None for a Hugging Face folder or repo.
-
-    Raises a clear error for a local folder that is neither.
-    """
-    if path is None:  # config + state_dict given directly: nothing to look up
-        return None
-    path = os.fspath(path)
-    subfolder = variant or "default"
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "config.json")):
-            return None
-        for folder in (os.path.join(path, subfolder), path):
-            has_params = os.path.isfile(os.path.join(folder, "params.json"))
-            has_weights = os.path.isfile(os.path.join(folder, "consolidated.pth"))
-            if has_params and has_weights:
-                return folder
-            if has_weights:
-                raise FileNotFoundError(f"lingua folder {folder} has consolidated.pth but no params.json")
-            if has_params:
-                raise FileNotFoundError(f"lingua folder {folder} has params.json but no consolidated.pth")
-        raise FileNotFoundError(
-            f"{path} is neither a Hugging Face folder (config.json) nor a Lingua folder "
-            f"({subfolder}/params.json + consolidated.pth)"
-        )
-    if os.path.exists(path) or kwargs.get("local_files_only"):
-        return None
-    try:
-        from huggingface_hub import hf_hub_download
-
-        params = hf_hub_download(repo_id=path, filename=f"{subfolder}/params.json", token=kwargs.get("token"))
-        hf_hub_download(repo_id=path, filename=f"{subfolder}/consolidated.pth", token=kwargs.get("token"))
-    except Exception:  # not a Lingua-layout repo, or no network: the standard loader decides and reports
-        return None
-    return os.path.dirname(params)
+        model.load_from_lingua_state(state)
+        return cast_and_place(model, loading.get("dtype"), loading.get("device_map"))
 
 
 LlamaCanonConfig.register_for_auto_class()

@@ -9,7 +9,7 @@ from data_reallife_eval.babilong import LABELS, babilong_prompt, compare_answers
 from data_reallife_eval.background import default_sentences
 from data_reallife_eval.model import ByteTokenizer
 from data_reallife_eval.multihop import MultihopBuilder, is_correct
-from huggingface.modeling_llama_canon import LINGUA_LAYER_PARTS, LINGUA_TOP_LEVEL
+from huggingface.lingua_bridge import LINGUA_LAYER_PARTS, LINGUA_TOP_LEVEL
 
 
 def generate_alone(model, ids, max_new_tokens):

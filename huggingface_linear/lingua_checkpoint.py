@@ -1,0 +1,1 @@
+../huggingface/lingua_checkpoint.py
