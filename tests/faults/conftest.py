@@ -21,8 +21,6 @@ LINGUA_ROOT = Path(__file__).resolve().parents[2] / "lingua_modified"
 HOOK = Path(__file__).resolve().parent / "hook"
 DEBUG_YAML = LINGUA_ROOT / "apps" / "main" / "configs" / "debug.yaml"
 TIMEOUT = 300
-if str(LINGUA_ROOT) not in sys.path:
-    sys.path.insert(0, str(LINGUA_ROOT))
 
 
 def write_text_data(root: Path) -> Path:

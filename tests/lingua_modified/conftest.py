@@ -1,20 +1,13 @@
-"""The trainer runs from lingua_modified/ (`python -m apps.main.train`): make its packages importable here too.
-
-Shared fixtures: `data` (a tmp folder with a small text source under data/debug) and `lingua_checkpoint` (a factory
+"""Shared fixtures: `data` (a tmp folder with a small text source under data/debug) and `lingua_checkpoint` (a factory
 of tiny random LMTransformer checkpoints in the consolidated layout, bytes tokenizer)."""
 
 import json
 import random
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
-
-LINGUA_ROOT = Path(__file__).resolve().parents[2] / "lingua_modified"
-if str(LINGUA_ROOT) not in sys.path:
-    sys.path.insert(0, str(LINGUA_ROOT))
 
 
 def write_text_data(root: Path, documents: int = 400, seed: int = 0, name: str = "debug") -> Path:

@@ -414,11 +414,10 @@ def test_exact_resume_property(
 
 ORPHAN_SCRIPT = """
 import sys, time
-sys.path.insert(0, sys.argv[1])
 from lingua.data import DataArgs, build_dataloader_from_args, init_dataloader_state_from_args
 
 if __name__ == "__main__":
-    args = DataArgs(root_dir=sys.argv[2], sources={"s": 1}, seq_len=4, batch_size=1, prefetch_size=1)
+    args = DataArgs(root_dir=sys.argv[1], sources={"s": 1}, seq_len=4, batch_size=1, prefetch_size=1)
     with build_dataloader_from_args(args, init_dataloader_state_from_args(args, 0, 1)) as batches:
         next(batches)
         print(batches.process.pid, flush=True)
@@ -430,10 +429,8 @@ def test_loader_process_exits_when_the_trainer_is_killed(tmp_path):
     write_lines(tmp_path / "s" / "s.chunk.00.jsonl", [{"text": "some text"}])
     script = tmp_path / "trainer.py"
     script.write_text(ORPHAN_SCRIPT)
-    lingua_root = str(Path(__file__).resolve().parents[2] / "lingua_modified")
-    trainer = subprocess.Popen(
-        [sys.executable, str(script), lingua_root, str(tmp_path)], stdout=subprocess.PIPE, text=True
-    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "lingua_modified"))
+    trainer = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env)
     loader_pid = int(trainer.stdout.readline())
     trainer.kill()  # SIGKILL: no clean-up runs in the trainer
     trainer.wait()

@@ -3,19 +3,14 @@ its MetricLogger, and metrics.eval.jsonl lines shaped like the evaluator's (lm-e
 
 import json
 import random
-import sys
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-LINGUA_ROOT = Path(__file__).resolve().parents[2] / "lingua_modified"
-if str(LINGUA_ROOT) not in sys.path:
-    sys.path.insert(0, str(LINGUA_ROOT))
-
-from apps.main.train import TrainArgs  # noqa: E402
-from lingua.args import dump_config  # noqa: E402
-from lingua.metrics import MetricLogger  # noqa: E402
+from apps.main.train import TrainArgs
+from lingua.args import dump_config
+from lingua.metrics import MetricLogger
 
 # batch_size x seq_len x grad_acc_steps x dp_replicate x dp_shard
 BATCH, SEQ_LEN, GRAD_ACC, DP_REPLICATE = 3, 16, 2, 2

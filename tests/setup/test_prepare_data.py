@@ -5,6 +5,7 @@ tests/setup/test_walkthrough.py.)"""
 
 import gzip
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -134,8 +135,6 @@ def test_a_bucket_too_big_for_memory_is_split_again(tmp_path):
 
 
 PEAK_RSS = """
-import sys
-sys.path.insert(0, {lingua!r})
 from setup import download_prepare_hf_data as prep
 prep.prepare(prep.find_inputs(__import__("pathlib").Path({corpus!r})), __import__("pathlib").Path({out!r}), "corpus",
              {memory}, nchunks=4, val_lines=10)
@@ -144,8 +143,9 @@ print(next(line for line in open("/proc/self/status") if line.startswith("VmHWM:
 
 
 def peak_rss(corpus: Path, out: Path, memory_gb: float) -> int:
-    code = PEAK_RSS.format(lingua=str(LINGUA_ROOT), corpus=str(corpus), out=str(out), memory=memory_gb)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = PEAK_RSS.format(corpus=str(corpus), out=str(out), memory=memory_gb)
+    env = dict(os.environ, PYTHONPATH=str(LINGUA_ROOT))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     return int(result.stdout.split()[-1]) * 1024  # VmHWM: this process's peak RSS in kB (ru_maxrss can include the
     # parent's, inherited across fork and exec)
 
