@@ -14,7 +14,7 @@ from huggingface.modeling_llama_canon import config_from_lingua_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# HF name -> Lingua name, written out from the spec's table (independent of the code under test)
+# HF name -> Lingua name, written out by hand (independent of the code under test)
 HF_TO_LINGUA_LAYER = {
     "self_attn.q_proj": "attention.wq",
     "self_attn.k_proj": "attention.wk",

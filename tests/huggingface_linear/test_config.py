@@ -1,5 +1,5 @@
-"""Configs: every field and default of the spec; the published HF/lingua json files (rebuilt here from the spec's
-field lists, 8.2-8.4) load unchanged, build the recipe models with the spec's parameter counts, and agree."""
+"""Configs: every field and its default; the published HF/lingua json files of the recipes (rebuilt here from their
+field lists) load unchanged, build the recipe models with the published parameter counts, and agree."""
 
 import math
 
@@ -58,7 +58,7 @@ def test_defaults_and_model_type_match_the_spec(config_class):
         assert getattr(config, name) == value, name
 
 
-# ---- the 48 recipes' model json files, rebuilt from the spec (section 8) -------------------------------------------
+# ---- the 48 recipes' model json files, rebuilt from their published field lists -----------------------------------
 
 SIZES = {  # d, L, H, vocab, 8B MLP width, bos (tokenizer), seq
     "1B": (2048, 24, 16, 32000, None),
@@ -139,7 +139,7 @@ def lingua_json(family, variant, size, zeyuan_layernorm=None):
     return fields
 
 
-# spec 8.4: total parameters (embedding and lm_head included)
+# published total parameters (embedding and lm_head included)
 PARAM_COUNTS = {
     ("GLA5", "Canon"): (1_345_183_744, 3_151_003_136, 8_013_164_544),
     ("GLA5", "conv"): (1_344_004_096, 3_149_086_208, 8_009_691_136),

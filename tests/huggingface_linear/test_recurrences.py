@@ -111,7 +111,7 @@ def test_ssd_head_reads_its_group():
 
 
 def test_gla_matches_its_definition_written_out():
-    """An independent few-line loop of the spec's formula (per key-channel decay, scale dk^-1/2)."""
+    """An independent few-line loop of GLA's recurrence (per key-channel decay, scale dk^-1/2)."""
     q, k, v, gk, _ = gla_inputs(B=1, T=6, H=1, K=3, V=2)
     S = torch.zeros(3, 2, dtype=F64)
     expected = []

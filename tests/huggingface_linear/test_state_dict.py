@@ -1,10 +1,10 @@
-"""Exact state-dict names, order and shapes for every option the spec lists (its verified listings 2.5, 3.5, 4.5,
-scaled down), and the canon_set spellings that mean the same model."""
+"""Exact state-dict names, order and shapes for every option (the layouts of the published checkpoints, scaled down),
+and the canon_set spellings that mean the same model."""
 
 import pytest
 import torch
 
-# Listings of spec 2.5 / 3.5 / 4.5 for one layer; shapes in symbols resolved per test. "when" names the option
+# The published checkpoints' keys of one layer; shapes in symbols resolved per test. "when" names the option
 # that makes the key exist.
 GLA_LAYER = [
     ("attn_norm.weight", ("d",), None),

@@ -8,7 +8,7 @@ from lingua.optim import OptimArgs, build_lr_fn, build_optimizer
 
 
 def spec_factor(a: OptimArgs, n, t):
-    """The schedules exactly as spec lingua.md §3.6 states them (w, n, m, c, θ, e, d)."""
+    """The schedules written out as formulas, independently of lingua.optim (w, n, m, c, θ, e, d)."""
     w, m, c, theta, e, d = a.warmup, a.lr_min_ratio, a.cycle_length, a.cosine_theta, a.exp_factor, a.decay_fraction
     if a.scheduler == "constant":
         return 1.0

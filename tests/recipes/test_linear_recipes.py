@@ -28,7 +28,7 @@ RECIPES = ROOT / "canon_linear_recipes"
 OVERLAY = RECIPES / "tiny_overlay.yaml"
 LINGUA_ROOT = ROOT / "lingua_modified"
 
-# spec §8.1: family x variant x (three lrs for 1B and 3B, two for 8B)
+# the published runs: family x variant x (three lrs for 1B and 3B, two for 8B)
 LRS = {"1B": ("0.002", "0.003", "0.005"), "3B": ("0.002", "0.003", "0.005"), "8B": ("0.002", "0.003")}
 NAMES = [
     f"{family}{variant}-{size}-Nemo-1T-lr{lr}"
@@ -38,12 +38,12 @@ NAMES = [
     for lr in lrs
 ]
 NAME = re.compile(r"(GLA5|GDN2|Mamba2)(Canon|conv)-(1B|3B|8B)-Nemo-1T-lr([0-9.]+)")
-WEIGHT_DECAY = {  # spec §8.1: lr -> weight decay per size
+WEIGHT_DECAY = {  # the published recipes' lr -> weight decay per size
     "1B": {0.002: 0.01, 0.003: 0.00667, 0.005: 0.004},
     "3B": {0.002: 0.005, 0.003: 0.01, 0.005: 0.006},
     "8B": {0.002: 0.01, 0.003: 0.00667},
 }
-PARAMETERS = {  # spec §8.4: (total, non-embedding) for 1B / 3B / 8B
+PARAMETERS = {  # published (total, non-embedding) for 1B / 3B / 8B
     ("GLA5", "Canon"): ((1_345_183_744, 1_214_111_744), (3_151_003_136, 2_954_395_136), (8_013_164_544, 6_962_491_392)),
     ("GLA5", "conv"): ((1_344_004_096, 1_212_932_096), (3_149_086_208, 2_952_478_208), (8_009_691_136, 6_959_017_984)),
     ("GDN2", "Canon"): ((1_345_135_360, 1_214_063_360), (3_152_202_464, 2_955_594_464), (8_017_229_824, 6_966_556_672)),
@@ -57,7 +57,7 @@ SIZE_INDEX = {"1B": 0, "3B": 1, "8B": 2}
 VOCAB = {"sp": 32000, "tiktoken": 128256}
 CONFIG_CLASSES = {"GLACanon": GLACanonConfig, "GatedDeltaNetCanon": GatedDeltaNetCanonConfig,
                   "Mamba2Canon": Mamba2CanonConfig}  # fmt: skip
-# spec §8.5: the published set's irregularities
+# the published set's irregularities
 ZEYUAN_LAYERNORM = {n for n in NAMES if re.match(r"(GLA5|GDN2).*-8B-", n)} | {"GLA5Canon-3B-Nemo-1T-lr0.005"}
 DUMP_EVERY_3000 = {"GLA5conv-8B-Nemo-1T-lr0.002", "GLA5conv-8B-Nemo-1T-lr0.003", "Mamba2conv-8B-Nemo-1T-lr0.002"}
 
@@ -133,7 +133,7 @@ def test_model_jsons_are_what_the_model_section_builds(name):
     hf = json.loads((RECIPES / f"{name}_model_HF.json").read_text())
     config = CONFIG_CLASSES[hf["model_type"]](**hf)  # loads unchanged
     assert config.to_dict() == hf_config(args.model).to_dict()
-    # spec §8.3: the fields that make each family what it is
+    # the fields that make each family what it is
     d = args.model.dim
     width = 9472 if d == 4096 else None
     assert (hf["hidden_size"], hf["num_hidden_layers"], hf["num_heads"]) == (d, args.model.n_layers, args.model.n_heads)
@@ -194,7 +194,7 @@ def test_the_script_writes_the_checked_in_files_and_the_1B_configs():
     recipe = load(recipe_path("GLA5Canon-1B-Nemo-1T-lr0.002"))
     assert (copy.checkpoint.dump.every, copy.checkpoint.eval.every) == (300, 300)
     copy.checkpoint, copy.name, copy.dump_dir = recipe.checkpoint, recipe.name, recipe.dump_dir
-    assert copy == recipe  # spec §8.5: the app configs are the 1B lr0.002 Canon recipes, checkpointing more often
+    assert copy == recipe  # the app configs are the 1B lr0.002 Canon recipes, checkpointing more often
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n.endswith("lr0.002")])  # every family, variant and size

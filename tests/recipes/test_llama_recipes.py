@@ -25,14 +25,14 @@ RECIPES = ROOT / "canon_llama_recipes"
 OVERLAY = RECIPES / "tiny_overlay.yaml"
 LINGUA_ROOT = ROOT / "lingua_modified"
 
-# spec llamacanon.md §13: (size, trillions of tokens, lr) of the published runs, each as Llama and LlamaCanon
+# (size, trillions of tokens, lr) of the published runs, each as Llama and LlamaCanon
 RUNS = [
     ("1B", 1, "0.002"), ("1B", 1, "0.003"), ("1B", 2, "0.003"), ("1B", 2, "0.005"),
     ("3B", 1, "0.002"), ("3B", 1, "0.003"), ("8B", 1, "0.002"), ("8B", 1, "0.003"),
 ]  # fmt: skip
 NAMES = [f"{variant}-{size}-Nemo-{t}T-lr{lr}" for size, t, lr in RUNS for variant in ("Llama", "LlamaCanon")]
 NAME = re.compile(r"(Llama|LlamaCanon)-(1B|3B|8B)-Nemo-([12])T-lr([0-9.]+)")
-PARAMETERS = {  # spec llamacanon.md §13, confirmed there on the reference's Lingua model
+PARAMETERS = {  # the published models' parameter counts
     ("Llama", "1B"): 1_364_396_032,
     ("LlamaCanon", "1B"): 1_366_460_416,
     ("Llama", "3B"): 3_141_331_968,
@@ -42,7 +42,7 @@ PARAMETERS = {  # spec llamacanon.md §13, confirmed there on the reference's Li
 }
 VOCAB = {"sp": 32000, "tiktoken": 128256}  # Llama-2 and Llama-3 tokenizers; their files are not needed to count
 
-# spec lingua.md §7.1: the tasks of the published training curves
+# the tasks of the published training curves
 CURVE_TASKS = [
     "arc_challenge", "arc_easy", "boolq", "commonsense_qa", "copa", "hellaswag", "lambada_openai", "mmlu", "openbookqa",
     "piqa", "race", "social_iqa", "triviaqa", "winogrande",
