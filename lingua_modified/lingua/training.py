@@ -5,6 +5,7 @@ to build the model and how to parallelise it; everything else (data, optimisatio
 preemption) lives here once.
 """
 
+import enum
 import gc
 import importlib
 import json
@@ -159,20 +160,28 @@ def validate_train_args(args: BaseTrainArgs, tokenizer, world_size: int) -> None
             args.logging.wandb.name = args.name
 
 
-class StopRequest:
-    """SIGUSR2 (SLURM's warning before the time limit) and SIGTERM set `requested`; the loop checkpoints and exits at
-    the end of the current step. After SIGUSR2 inside a SLURM job the job is also requeued (REQUEUE); SIGTERM (scancel,
-    or SLURM preempting the job itself) only stops, since requeueing would undo a cancel."""
+class StopDecision(enum.IntEnum):
+    """What every rank does after a step. The ranks agree on the highest value any of them wants."""
 
-    NONE, STOP, REQUEUE = 0, 1, 2
+    CONTINUE = 0
+    CHECKPOINT_AND_EXIT = 1  # a stop request: save, then exit; starting the same command resumes
+    CHECKPOINT_AND_REQUEUE = 2  # a stop request inside a SLURM job: save, then requeue the job, which resumes
+    ABORT = 3  # a non-finite loss: stop with an error, saving nothing (the newest checkpoint stays as it was)
+
+
+class StopRequest:
+    """SIGUSR2 (SLURM's warning before the time limit) and SIGTERM set `requested`; the run checkpoints and exits at
+    the end of the current step. After SIGUSR2 inside a SLURM job the job is also requeued; SIGTERM (scancel, or SLURM
+    preempting the job itself) only stops, since requeueing would undo a cancel."""
 
     def __init__(self):
-        self.requested = self.NONE
+        self.requested = StopDecision.CONTINUE
         for sig in (signal.SIGUSR2, signal.SIGTERM):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        wanted = self.REQUEUE if signum == signal.SIGUSR2 and is_slurm_job() else self.STOP
+        requeue = signum == signal.SIGUSR2 and is_slurm_job()
+        wanted = StopDecision.CHECKPOINT_AND_REQUEUE if requeue else StopDecision.CHECKPOINT_AND_EXIT
         if wanted > self.requested:  # not the SIGTERM with which SLURM ends a job that was just requeued
             logger.warning(f"received signal {signal.Signals(signum).name}: checkpointing at the end of this step")
             self.requested = wanted
@@ -272,7 +281,7 @@ def train(args: BaseTrainArgs, spec: ModelSpec) -> None:
     setup_env(args.env)
     device = setup_torch_distributed(args.distributed)
     try:
-        _train(args, spec, device, stop)
+        TrainingRun(args, spec, device, stop).train()
     finally:
         clean_up()
 
@@ -288,9 +297,9 @@ def main(train_args_class: type[BaseTrainArgs], spec: ModelSpec, argv=None) -> i
     return 0
 
 
-def _train(args: BaseTrainArgs, spec: ModelSpec, device: torch.device, stop: StopRequest) -> None:
-    mesh = get_device_mesh(args.distributed)
-    dp_rank, dp_degree = dp_coordinates(mesh)
+def build_model(args: BaseTrainArgs, spec: ModelSpec, mesh, device: torch.device) -> tuple[nn.Module, int]:
+    """The app's model, parallelised over `mesh` and initialised on `device` from model.seed; and its parameter
+    count. Built on the meta device first, so no rank ever holds the whole unsharded model."""
     torch.manual_seed(args.seed)
     with torch.device("meta"):
         model = spec.build(args.model)
@@ -302,129 +311,190 @@ def _train(args: BaseTrainArgs, spec: ModelSpec, device: torch.device, stop: Sto
         torch.manual_seed(args.model.seed)
         model.init_weights()
     check_model_values(model)
-    memory = MemoryMonitor(device)
+    return model, n_params
 
-    optimizer, scheduler = build_optimizer(model, args.optim, args.steps)
-    state = TrainState(0, 0, scheduler, init_dataloader_state_from_args(args.data, dp_rank, dp_degree))
-    checkpoint = CheckpointManager(args.checkpoint, args.dump_dir, dp_rank)
-    resumed = checkpoint.load(model, optimizer, state)
-    start_step = state.step
-    on_eval_grid = state.step % args.checkpoint.eval.every == 0 or state.step == args.steps
-    if resumed is not None and on_eval_grid and not evaluated(args, state.step):
-        # the run stopped while evaluating this checkpoint (or before submitting its evaluation job)
-        logger.warning(f"step {state.step} has no evaluation results; evaluating {resumed} now")
-        evaluate_checkpoint(args, spec, state.step, resumed)
-    flops_per_token = spec.flops_per_token(n_params, args.model, args.data.seq_len)
 
-    gc.disable()
-    model.train()
-    saved = False  # also when a resumed run has nothing left to do (the reference crashed there)
-    with ExitStack() as stack:
-        metric_logger = stack.enter_context(
+@dataclass
+class StepStats:
+    """What one micro-batch step leaves for the metrics line."""
+
+    loss: torch.Tensor  # detached, on the device
+    grad_norm: float  # -1 inside gradient accumulation (no optimizer step)
+    lr: float  # the learning rate the step used
+    started: float  # perf_counter() when the step began
+
+
+class TrainingRun:
+    """One process's part of a training run: `train()` resumes from the newest checkpoint, then repeats
+    `train_step`, `agree_on_stop`, `log_metrics` and `checkpoint_and_eval` until the last step or an agreed stop."""
+
+    def __init__(self, args: BaseTrainArgs, spec: ModelSpec, device: torch.device, stop: StopRequest):
+        self.args, self.spec, self.device, self.stop = args, spec, device, stop
+        self.mesh = get_device_mesh(args.distributed)
+        self.dp_rank, self.dp_degree = dp_coordinates(self.mesh)
+        self.model, n_params = build_model(args, spec, self.mesh, device)
+        self.flops_per_token = spec.flops_per_token(n_params, args.model, args.data.seq_len)
+        self.memory = MemoryMonitor(device)
+        self.optimizer, scheduler = build_optimizer(self.model, args.optim, args.steps)
+        data_state = init_dataloader_state_from_args(args.data, self.dp_rank, self.dp_degree)
+        self.state = TrainState(0, 0, scheduler, data_state)
+        self.checkpoint = CheckpointManager(args.checkpoint, args.dump_dir, self.dp_rank)
+        self.start_step = 0
+        self.saved = False  # whether this step's checkpoint is written (a resumed run with no step left saves again)
+        self.metric_logger = None
+        # the steps since the last metrics line: when it was written, tokens seen, time spent waiting for data
+        self.last_log, self.tokens_since_log, self.data_time = 0.0, 0, 0.0
+
+    def resume(self) -> None:
+        """Load the newest checkpoint, if any, and evaluate it when the run stopped before its evaluation ended."""
+        args, state = self.args, self.state
+        resumed = self.checkpoint.load(self.model, self.optimizer, state)
+        self.start_step = state.step
+        on_eval_grid = state.step % args.checkpoint.eval.every == 0 or state.step == args.steps
+        if resumed is not None and on_eval_grid and not evaluated(args, state.step):
+            # the run stopped while evaluating this checkpoint (or before submitting its evaluation job)
+            logger.warning(f"step {state.step} has no evaluation results; evaluating {resumed} now")
+            evaluate_checkpoint(args, self.spec, state.step, resumed)
+
+    def train(self) -> None:
+        self.resume()
+        gc.disable()
+        self.model.train()
+        with ExitStack() as stack:
+            batches, profiler = self.open_streams(stack)
+            gc.collect()
+            self.last_log = time.perf_counter()
+            while self.state.step < self.args.steps:
+                stats = self.train_step(batches)
+                if profiler is not None:
+                    profiler.step()
+                decision = self.agree_on_stop(stats.loss)
+                if decision == StopDecision.ABORT:
+                    raise TrainingError(
+                        f"loss is {stats.loss.item()} at step {self.state.step}; stopping (the newest checkpoint in "
+                        f"{self.checkpoint.path} is unchanged)"
+                    )
+                if self.state.step % self.args.logging.freq == 0 and _log_now(self.args, self.state):
+                    self.log_metrics(stats)
+                self.checkpoint_and_eval(decision)
+                if decision != StopDecision.CONTINUE:
+                    self.exit_on_request(decision)
+                    return
+        self.finish()
+
+    def open_streams(self, stack: ExitStack):
+        """Enter the metric logger (rank 0 writes; the others only take part in the reductions), the data loader and
+        the profiler on `stack`; returns (batches, profiler or None)."""
+        args = self.args
+        self.metric_logger = stack.enter_context(
             MetricLogger(os.path.join(args.dump_dir, "metrics.jsonl"), args.logging.wandb, args)
             if get_is_master()
             else _NoMetrics()
         )
-        batches = stack.enter_context(
-            build_dataloader_from_args(args.data, state.data_loader_state, args.distributed.spawn_method)
-        )
+        loader = build_dataloader_from_args(args.data, self.state.data_loader_state, args.distributed.spawn_method)
+        batches = stack.enter_context(loader)
         profiler = stack.enter_context(maybe_run_profiler(args.profiling, args.dump_dir, get_global_rank()))
+        return batches, profiler
+
+    def train_step(self, batches) -> StepStats:
+        """One micro-batch: forward and backward; at the end of gradient accumulation, clip the gradients and step
+        the optimizer and the schedule."""
+        args, state, device = self.args, self.state, self.device
+        state.acc_step = (state.acc_step + 1) % args.grad_acc_steps
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        tokens, mask, state.data_loader_state = next(batches)
+        if state.step % args.gc_collect_freq == 0 and state.acc_step == 0:
+            gc.collect()
+        inputs = torch.from_numpy(tokens[..., 0]).to(device, non_blocking=True)
+        targets = torch.from_numpy(tokens[..., 1]).to(device, non_blocking=True)
+        loss_mask = None if mask[..., 1].all() else torch.from_numpy(np.ascontiguousarray(mask[..., 1])).to(device)
+        self.data_time += time.perf_counter() - start
+
+        if self.mesh is not None and args.grad_acc_steps > 1:
+            self.model.set_requires_gradient_sync(state.acc_step == 0)
+        loss = self.model(inputs, targets, loss_mask=loss_mask)
+        (loss / args.grad_acc_steps).backward()
+        grad_norm = -1.0
+        if state.acc_step == 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=args.optim.clip, foreach=True)
+            grad_norm = (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).item()
+            self.optimizer.step()
+            state.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+        self.tokens_since_log += inputs.numel()
+        return StepStats(loss.detach(), grad_norm, lr, start)
+
+    def agree_on_stop(self, loss_value: torch.Tensor) -> StopDecision:
+        """This rank's wish (ABORT on a non-finite loss, else what the signals requested), raised to the highest
+        wish of any rank in one reduction, so that every rank decides the same."""
+        nonfinite = not math.isfinite(loss_value.item())
+        wanted = StopDecision.ABORT if nonfinite else self.stop.requested
+        return StopDecision(int(all_reduce_max(float(wanted))))
+
+    def log_metrics(self, stats: StepStats) -> None:
+        """One metrics.jsonl line (and W&B, when set) and one log line for the steps since the last one."""
+        args, state = self.args, self.state
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        wps = self.tokens_since_log / (time.perf_counter() - self.last_log)
+        tokens_seen = self.dp_degree * (args.grad_acc_steps * state.step + state.acc_step) * args.data.batch_size
+        metrics = {
+            "global_step": state.step,
+            "acc_step": state.acc_step,
+            "speed/wps": wps,
+            "speed/FLOPS": self.flops_per_token * wps,
+            "speed/curr_iter_time": time.perf_counter() - stats.started,
+            "speed/data_load_time": self.data_time,
+            "optim/grad_norm": stats.grad_norm,
+            "optim/lr": stats.lr,
+            "optim/total_tokens": tokens_seen * args.data.seq_len,
+            **{f"memory/{k}": v for k, v in self.memory.stats().items()},
+            "loss/out": all_reduce_mean(stats.loss.item()),
+        }
+        self.metric_logger.log(metrics)
+        logger.info(
+            f"step: {state.step}  acc: {state.acc_step}  loss: {metrics['loss/out']:.4f}  "
+            f"grad: {stats.grad_norm:.2e}  flops: {metrics['speed/FLOPS']:.2e}  wps: {wps:.2e}  "
+            f"iter: {metrics['speed/curr_iter_time']:.4f}  data: {self.data_time:.4f}  lr: {stats.lr:.2e}  "
+            f"mem: {metrics['memory/max_active_pct']:.0f}%  pow: {metrics['memory/power_draw'] / 1000} W"
+        )
+        self.last_log, self.tokens_since_log, self.data_time = time.perf_counter(), 0, 0.0
+
+    def checkpoint_and_eval(self, decision: StopDecision) -> None:
+        """Save at the end of an optimizer step on the dump or eval grid, and evaluate an eval-grid save unless the
+        run is stopping; when the ranks agreed to stop, save this step whatever the grid."""
+        args, state = self.args, self.state
+        self.saved = False
+        on_grid = state.step % args.checkpoint.dump.every == 0 or state.step % args.checkpoint.eval.every == 0
+        if state.acc_step == 0 and on_grid:
+            folder = self.checkpoint.save(self.model, self.optimizer, state, args, state.step)
+            self.saved = True
+            if state.step % args.checkpoint.eval.every == 0 and decision == StopDecision.CONTINUE:
+                evaluate_checkpoint(args, self.spec, state.step, folder)
+        if decision != StopDecision.CONTINUE and not self.saved:
+            self.checkpoint.save(self.model, self.optimizer, state, args, state.step)
+            self.saved = True
+
+    def exit_on_request(self, decision: StopDecision) -> None:
+        """After the stop's checkpoint: wait for every rank, then requeue the SLURM job or just say how to resume."""
+        barrier()
+        if decision == StopDecision.CHECKPOINT_AND_REQUEUE:
+            if get_is_master():
+                requeue_slurm_job()  # SLURM ends every task now and restarts the job, which resumes here
+            return
+        logger.warning(f"stopped on request at step {self.state.step}; resume by starting the same command")
+
+    def finish(self) -> None:
+        """Save the last step unless its save is done, and evaluate it when it is off the eval grid."""
+        args, state = self.args, self.state
+        if not self.saved:
+            self.checkpoint.save(self.model, self.optimizer, state, args, state.step)
+        if state.step > self.start_step and state.step % args.checkpoint.eval.every:
+            evaluate_checkpoint(args, self.spec, state.step, self.checkpoint.path / step_folder_name(state.step))
         gc.collect()
-        last_log, tokens_since_log, data_time = time.perf_counter(), 0, 0.0
-        while state.step < args.steps:
-            state.acc_step = (state.acc_step + 1) % args.grad_acc_steps
-            lr = optimizer.param_groups[0]["lr"]
-            start = time.perf_counter()
-            tokens, mask, state.data_loader_state = next(batches)
-            if state.step % args.gc_collect_freq == 0 and state.acc_step == 0:
-                gc.collect()
-            inputs = torch.from_numpy(tokens[..., 0]).to(device, non_blocking=True)
-            targets = torch.from_numpy(tokens[..., 1]).to(device, non_blocking=True)
-            loss_mask = None if mask[..., 1].all() else torch.from_numpy(np.ascontiguousarray(mask[..., 1])).to(device)
-            data_time += time.perf_counter() - start
-
-            if mesh is not None and args.grad_acc_steps > 1:
-                model.set_requires_gradient_sync(state.acc_step == 0)
-            loss = model(inputs, targets, loss_mask=loss_mask)
-            (loss / args.grad_acc_steps).backward()
-            loss_value = loss.detach()
-            grad_norm = -1.0
-            if state.acc_step == 0:
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=args.optim.clip, foreach=True)
-                grad_norm = (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).item()
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                state.step += 1
-            tokens_since_log += inputs.numel()
-            if profiler is not None:
-                profiler.step()
-
-            # every rank must agree on stopping, so both flags travel in one reduction: >= 4 a non-finite loss,
-            # else the stop request (1 stop, 2 stop and requeue)
-            nonfinite = not math.isfinite(loss_value.item())
-            flags = all_reduce_max(4.0 * nonfinite + stop.requested)
-            if flags >= 4:
-                raise TrainingError(
-                    f"loss is {loss_value.item()} at step {state.step}; stopping (the newest checkpoint in "
-                    f"{checkpoint.path} is unchanged)"
-                )
-
-            if state.step % args.logging.freq == 0 and _log_now(args, state):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                elapsed = time.perf_counter() - last_log
-                wps = tokens_since_log / elapsed
-                metrics = {
-                    "global_step": state.step,
-                    "acc_step": state.acc_step,
-                    "speed/wps": wps,
-                    "speed/FLOPS": flops_per_token * wps,
-                    "speed/curr_iter_time": time.perf_counter() - start,
-                    "speed/data_load_time": data_time,
-                    "optim/grad_norm": grad_norm,
-                    "optim/lr": lr,
-                    "optim/total_tokens": dp_degree
-                    * (args.grad_acc_steps * state.step + state.acc_step)
-                    * args.data.batch_size
-                    * args.data.seq_len,
-                    **{f"memory/{k}": v for k, v in memory.stats().items()},
-                    "loss/out": all_reduce_mean(loss_value.item()),
-                }
-                metric_logger.log(metrics)
-                logger.info(
-                    f"step: {state.step}  acc: {state.acc_step}  loss: {metrics['loss/out']:.4f}  "
-                    f"grad: {grad_norm:.2e}  flops: {metrics['speed/FLOPS']:.2e}  wps: {wps:.2e}  "
-                    f"iter: {metrics['speed/curr_iter_time']:.4f}  data: {data_time:.4f}  lr: {lr:.2e}  "
-                    f"mem: {metrics['memory/max_active_pct']:.0f}%  pow: {metrics['memory/power_draw'] / 1000} W"
-                )
-                last_log, tokens_since_log, data_time = time.perf_counter(), 0, 0.0
-
-            saved = False
-            if state.acc_step == 0 and (
-                state.step % args.checkpoint.dump.every == 0 or state.step % args.checkpoint.eval.every == 0
-            ):
-                folder = checkpoint.save(model, optimizer, state, args, state.step)
-                saved = True
-                if state.step % args.checkpoint.eval.every == 0 and flags < 1:
-                    evaluate_checkpoint(args, spec, state.step, folder)
-            if flags >= StopRequest.STOP:
-                if not saved:
-                    checkpoint.save(model, optimizer, state, args, state.step)
-                barrier()
-                if flags >= StopRequest.REQUEUE:
-                    if get_is_master():
-                        requeue_slurm_job()  # SLURM ends every task now and restarts the job, which resumes here
-                    return
-                logger.warning(f"stopped on request at step {state.step}; resume by starting the same command")
-                return
-    if not saved:
-        checkpoint.save(model, optimizer, state, args, state.step)
-    if state.step > start_step and state.step % args.checkpoint.eval.every:
-        # the final checkpoint is evaluated too (the reference evaluated the newest grid save, stale off the grid)
-        evaluate_checkpoint(args, spec, state.step, checkpoint.path / step_folder_name(state.step))
-    gc.collect()
-    logger.info(f"training done at step {state.step}; checkpoints in {checkpoint.path}")
+        logger.info(f"training done at step {state.step}; checkpoints in {self.checkpoint.path}")
 
 
 def _log_now(args: BaseTrainArgs, state: TrainState) -> bool:
