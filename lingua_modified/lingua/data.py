@@ -1,5 +1,5 @@
 """Training data: JSONL chunks -> documents -> a token stream packed into fixed-length samples -> shuffled batches,
-with a JSON state that resumes bit-exactly after any batch (spec lingua.md §4).
+with a JSON state that resumes bit-exactly after any batch.
 
 On disk (the lingua layout): `root_dir/<source>/*.chunk.*.jsonl` for training and optional `*.val.jsonl` for
 validation. A line is `{"text": "..."}` (or `{"content": ...}`), tokenized by the configured tokenizer with BOS/EOS
@@ -14,9 +14,9 @@ The chain, each stage owning the state it needs to resume:
   SourceMixer   draws the source of every document with its own RNG, proportionally to the weights
   Packer        concatenates documents into one stream and cuts windows of seq_len + n_views - 1 tokens; a window
                 is expanded into [seq_len, n_views] (view j = the stream shifted by j) when its batch is served
-  Prefetcher    holds prefetch_size * batch_size windows, serves them in a random order (spec §4.3, step 5)
+  Prefetcher    holds prefetch_size * batch_size windows, serves them in a random order
 
-The state is nested as in the reference (spec §4.4), one level per stage; RNGs are numpy PCG64 seeded with
+The state nests one level per stage (the layout Lingua checkpoints hold); RNGs are numpy PCG64 seeded with
 (seed, rank, world_size) for the sources and (seed + 1, rank, world_size) for the shuffle:
   {seq_idx, batch_size, prefetch_size, rng_state,                                      Prefetcher
    it_state: {start_token, output_seq_len, n_views,                                    Packer
@@ -26,10 +26,10 @@ The state is nested as in the reference (spec §4.4), one level per stage; RNGs 
                                       block_size, offset, current_iter, skipped}}}}}}
 A saved state resumes only with the same data settings and files (checked, with a clear error otherwise).
 
-Differences from the reference, on purpose:
+What a run can rely on:
   - chunk files are sorted by name, so which files a rank reads never depends on the filesystem's listing order;
-  - with more chunks than ranks, rank r reads chunks r, r + world, r + 2*world, ... one after another (the
-    reference kept only the first `world` files and silently ignored the rest);
+  - with more chunks than ranks, rank r reads chunks r, r + world, r + 2*world, ... one after another, so every
+    file is read;
   - the reader's state also stores its line index, so interleaving and `file:line` in messages stay exact after a
     resume, and the per-source count of skipped lines;
   - a malformed line is skipped, counted and logged as `file:line: reason` (or is an error with
@@ -61,7 +61,7 @@ from .tokenizer import TokenizerArgs, build_tokenizer, check_tokenizer_args
 logger = logging.getLogger(__name__)
 
 # batches the background process may run ahead of training; a few suffice because a batch costs about the same
-# every time (the reference queued prefetch_size batches, as much memory again as the shuffle buffer)
+# every time (queueing prefetch_size of them would hold as much memory again as the shuffle buffer)
 QUEUE_BATCHES = 16
 POLL_SECONDS = 0.1
 # decoding str with a ready decoder skips json.loads' per-call encoding detection (a tenth of a short line's cost)
@@ -672,7 +672,7 @@ def iter_validation_documents(
     error_on_malformed: bool = False,
 ):
     """One pass over this rank's share (line i when i % world_size == rank) of `root_dir/source/*.val.jsonl`,
-    files in name order, at most `max_docs` documents (spec §4.1, §6.5)."""
+    files in name order, at most `max_docs` documents."""
     files = find_chunks(root_dir, source, "*.val.jsonl")
     convert = partial(record_to_document, tokenizer=tokenizer, add_bos=add_bos, add_eos=add_eos)
     reader = ChunkReader(files, world_size, rank, convert, error_on_malformed, one_pass=True)

@@ -1,8 +1,8 @@
-"""AdamW and the learning-rate schedules of the Lingua trainer (spec lingua.md §3.6).
+"""AdamW and the learning-rate schedules of the Lingua trainer.
 
 A schedule is a factor f(t) of the peak lr, where t is the number of optimizer steps already taken (LambdaLR's
 convention): the update number t uses lr * f(t). With warmup w > 0, f(t) = t / w for t < w, so the first update
-uses lr 0, as in the reference.
+uses lr 0.
 """
 
 import math
@@ -29,7 +29,7 @@ class OptimArgs:
     lr_min_ratio: float = 0.1
     cycle_length: float = 1.0  # cosine / wsd: cycle length as a fraction of the run
     cosine_theta: float = 1.0  # cosine: progress is raised to this power
-    annealing_step: int = 1000  # accepted for config compatibility; unused, as in the reference
+    annealing_step: int = 1000  # accepted for config compatibility; unused
     decay_fraction: float = 0.1  # wsd: fraction of each cycle spent decaying
     exp_factor: float = 0.5  # inv_sqrt: exponent of (warmup / step)
 
@@ -50,7 +50,7 @@ def lr_linear(step, warmup, n_steps, min_ratio):
 def lr_inv_sqrt(step, warmup, exp_factor, min_ratio):
     if step < warmup:
         return step / warmup
-    if step == 0:  # warmup 0: the reference divides 0 by 0 here; the schedule starts at its peak instead
+    if step == 0:  # warmup 0: (warmup / step) would be 0 / 0; the schedule starts at its peak
         return 1.0
     return max((warmup / step) ** exp_factor, min_ratio)
 
@@ -69,7 +69,7 @@ def lr_cosine(step, warmup, n_steps, cycle_length, theta, min_ratio):
 def lr_wsd(step, warmup, n_steps, decay_fraction, cycle_length, min_ratio):
     """Warmup, stable at 1, then the last decay_fraction of each cycle decays from 1 to min_ratio with 1/f
     interpolated linearly (f = 1 / (p / m + 1 - p), written as m / (p + m (1 - p)) so that m = 0 is defined:
-    the reference divides by zero there; the limit is 0 throughout the decay)."""
+    the first form divides by zero there; the limit is 0 throughout the decay)."""
     cycle = int(n_steps * cycle_length)
     end = n_steps if step == n_steps else cycle * (step // cycle + 1)
     decay = int(end * decay_fraction)
@@ -111,7 +111,7 @@ def build_lr_fn(args: OptimArgs, n_steps: int):
 def build_optimizer(model: nn.Module, args: OptimArgs, n_steps: int):
     """(AdamW over all parameters in one group, LambdaLR with the configured schedule).
 
-    Weight decay applies to every parameter (norms, embeddings, Canon kernels too), as in the reference. The fused
+    Weight decay applies to every parameter (norms, embeddings, Canon kernels too). The fused
     AdamW kernel is used when every parameter lives on CUDA.
     """
     params = list(model.parameters())

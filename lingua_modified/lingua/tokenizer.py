@@ -1,5 +1,5 @@
 """Tokenizers: text <-> token ids, each with `n_words`, `bos_id`, `eos_id`, `encode(text, add_bos, add_eos)` and
-`decode(ids)` (spec lingua.md §4.6).
+`decode(ids)`.
 
     bytes     UTF-8 bytes; BOS 256, EOS 257, 258 words
     mock      for tests: encode gives back the ids it is handed; 256 words, no BOS/EOS
@@ -42,7 +42,7 @@ class ByteTokenizer:
 
 
 class MockTokenizer:
-    """Hands back what it is given, as the reference's test tokenizer does; it has no text and no specials."""
+    """Hands back what it is given (a stand-in for tests); it has no text and no specials."""
 
     bos_id, eos_id, n_words = None, None, 256
 

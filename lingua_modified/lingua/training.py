@@ -60,7 +60,7 @@ logger = logging.getLogger()
 
 @dataclass
 class BaseTrainArgs:
-    """The fields every app's TrainArgs has, in the reference's order; apps redefine `model` with their dataclass."""
+    """The fields every app's TrainArgs has, in the order config.yaml lists them; apps redefine `model`."""
 
     name: str = "lingua"
     dump_dir: str = ""

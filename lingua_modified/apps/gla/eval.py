@@ -1,11 +1,11 @@
 """Evaluate a GLA5 / GDN2 / Mamba2 checkpoint: lm-eval tasks and validation NLL, exactly as apps.main.eval does
-(same EvalArgs, command line and result files), whose loader builds the linear model when the checkpoint's
-params.json names a `model_name`.
+(same EvalArgs, command line and result files), whose loader builds the model of the checkpoint's app (found
+through each app's ModelSpec).
 
     python -m apps.gla.eval config=<eval yaml> [ckpt_dir=<step folder or its consolidated/> dump_dir=<new folder>]
 
-The reference used lm-eval's HFLM over the Hugging Face model with a Hub tokenizer, a fixed max_length of 2048 and
-EOS/padding forced to the BOS id; here the checkpoint's own tokenizer and context length serve, as for Llama.
+The checkpoint's own tokenizer and context length serve, as for Llama, and lm-eval talks to the model through the
+same adapter (apps.main.eval.EvalHarnessLM).
 """
 
 import sys

@@ -2,10 +2,10 @@
 `python -m apps.gla.train config=apps/gla/configs/gla5_debug.yaml [key.sub=value ...]` (one process), or
 `torchrun --nproc-per-node N -m apps.gla.train config=...` (FSDP2 across N processes).
 
-The loop is lingua.training's, shared with apps/main; only the model differs (apps/gla/transformer.py). The
-TrainArgs keys the reference's linear recipes add are accepted: `eval_account`, `eval_qos` and `exclude` (SLURM
-options of the evaluation jobs submitted with `async_eval_gpus`; empty = those of the training job) and
-`world_size` (informational, unused).
+The loop is lingua.training's, shared with apps/main; only the model differs (apps/gla/transformer.py, with its
+generation cache in apps/gla/generation_cache.py). The linear recipes' extra TrainArgs keys are accepted:
+`eval_account`, `eval_qos` and `exclude` (SLURM options of the evaluation jobs submitted with `async_eval_gpus`;
+empty = those of the training job) and `world_size` (informational, unused).
 """
 
 import sys
@@ -26,10 +26,10 @@ from lingua.training import main as training_main
 @dataclass
 class TrainArgs(BaseTrainArgs):
     model: LMTransformerArgs = field(default_factory=LMTransformerArgs)
-    eval_account: str = ""  # SLURM account of submitted eval jobs (reference default "physics_of_lm")
-    eval_qos: str = ""  # their QOS (reference default "lowest")
+    eval_account: str = ""  # SLURM account of submitted eval jobs
+    eval_qos: str = ""  # their QOS
     exclude: str = ""  # nodes they must avoid
-    world_size: int = -1  # written by the reference's launcher for information; unused
+    world_size: int = -1  # accepted for config compatibility (informational); unused
 
 
 def non_embedding_parameters(n_params: int, model: LMTransformerArgs) -> int:

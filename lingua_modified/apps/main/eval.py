@@ -9,20 +9,18 @@ The YAML holds EvalArgs (below). Results: `dump_dir/config.yaml`, `dump_dir/resu
 `metric_log_dir/metrics.validation.jsonl` (per source its metrics). Training runs this in-process after its eval
 checkpoints (lingua.training), with `metric_log_dir` = the run's dump_dir.
 
-Differences from the reference, on purpose:
-  - loglikelihood scores exactly the continuation tokens: with prompts encoded without BOS the reference's slice
-    skipped the first continuation token, so one-token answers (MMLU's " A") scored 0 and counted as greedy;
-  - loglikelihood_rolling uses lm-eval's rolling windows of max_seqlen (the reference truncated long texts);
-  - generate_until honours lm-eval's max_gen_toks and cuts the text at the stop string that ended it (the reference
-    ignored max_gen_toks and deleted every occurrence of every stop string anywhere in the text);
-  - validation reports real NLLs (positive): nll_per_token = total NLL / scored tokens and nll_per_char = total NLL
-    / characters over all documents of all ranks (token-weighted, so exp(nll_per_token) is the perplexity), nll =
-    mean NLL per document, avg_seqlen = mean scored tokens per document. The reference reported log-likelihoods
-    (negative) averaged per document, then unweighted across ranks. Documents are read as training reads them (BOS
-    and EOS as in the training config) and every token after the first is scored; long documents are cut into
+What the numbers are:
+  - loglikelihood scores exactly the continuation tokens (requests are split into context and continuation as
+    lm-eval's Hugging Face model splits them), so one-token answers such as MMLU's " A" are scored like any other;
+  - loglikelihood_rolling uses lm-eval's rolling windows of max_seqlen, so long texts are scored whole;
+  - generate_until honours lm-eval's max_gen_toks and cuts the text at the stop string that ended it;
+  - validation reports NLLs (positive): nll_per_token = total NLL / scored tokens and nll_per_char = total NLL /
+    characters over all documents of all ranks (token-weighted, so exp(nll_per_token) is the perplexity), nll =
+    mean NLL per document, avg_seqlen = mean scored tokens per document. Documents are read as training reads them
+    (BOS and EOS as in the training config) and every token after the first is scored; long documents are cut into
     windows of max_seqlen;
-  - validation covers ValidationArgs.sources under ValidationArgs.root_dir and, when use_val_from_train_src (the
-    reference ignored the flag), the training sources that have *.val.jsonl files;
+  - validation covers ValidationArgs.sources under ValidationArgs.root_dir and, when use_val_from_train_src, the
+    training sources that have *.val.jsonl files;
   - unknown tasks or validation sources are one clear error before anything is written; `created_at` is
     timezone-aware (as in metrics.jsonl).
 """
