@@ -1,8 +1,9 @@
-"""Samples per second of our generators against the reference's measured single-process rates, and the
-speed-up of `write_dataset` with 2 worker processes. Ratios are ours / reference (upper end of the reference's
-measured range, so the ratio is a lower bound); target >= 3 in one process. Then Lano's CYK verification of the
-longest cfg3j/cfg3k strings, time and peak memory in a fresh process, against the reference's 57 s / 3.4 GB for
-one 625-token cfg3k string; target <= 1 s and <= 300 MB.
+"""Samples per second of our generators against the reference's measured single-process rates (the reference: the
+original PhysicsLM4 data code, measured once; its rates are the constants below), and the speed-up of
+`write_dataset` with 2 worker processes. Ratios are ours / reference (upper end of the reference's measured range,
+so the ratio is a lower bound); target >= 3 in one process. Then Lano's CYK verification of the longest cfg3j/cfg3k
+strings, time and peak memory in a fresh process, against the reference's 57 s / 3.4 GB for one 625-token cfg3k
+string; target <= 1 s and <= 300 MB.
 
     python benchmarks/data_generators.py [--seconds 1.0]
 """

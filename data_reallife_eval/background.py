@@ -1,8 +1,8 @@
 """Background ("junk") text for the multi-hop task: sentences from a JSONL file, a Hugging Face dataset, or a
 built-in generator that needs no download.
 
-The reference split Wikipedia text with nltk's punkt model, which must be downloaded; a regular expression is
-enough here: the background only has to be natural-looking filler cut at sentence ends.
+Sentences are cut by a regular expression, not a downloaded sentence-splitter model: the background only has to be
+natural-looking filler cut at sentence ends.
 """
 
 import os

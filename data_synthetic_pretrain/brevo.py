@@ -4,7 +4,7 @@ the answer is every node it recursively depends on, in an order where parents co
 Layout: [BOS] + (parent child)* + [9997] + query + [9998] + answer nodes + [9998]; labels are 1 from the first
 9998 on. Brevo1 uses node ids 1..N as single tokens; Brevo2 maps every node to a distinct word of 2-4 tokens over
 4 symbols. Any topological order of the query's ancestors is a correct answer; the generator draws one by a
-reverse Kahn walk with uniformly random picks, as the reference does. Test split: n = N.
+reverse Kahn walk with uniformly random picks. Test split: n = N.
 """
 
 from dataclasses import dataclass

@@ -3,7 +3,7 @@ for the word k steps after a given word.
 
 Layout: [BOS] + (word_a word_b)* + ([9000 + k] + word_s + [9500] + word_{s+k})*; labels are 1 on every 9500 and
 on every answer token (the targets), 0 elsewhere. Test split: n = N and k in {1, 2, 4, ..., K} (K itself added
-when it is not a power of two; the reference's K=32 list repeated 32 and added 24, which we do not copy).
+when it is not a power of two).
 """
 
 from dataclasses import dataclass

@@ -1,6 +1,6 @@
 """The attribute vocabularies of Capo's synthetic people: names, cities, universities, majors, companies.
 
-They are our own lists (the reference's `fields/*.txt` are not used). They ship as text files in `fields/` (UTF-8,
+They are our own lists. They ship as text files in `fields/` (UTF-8,
 LF, one entry per line) so every machine reads the same lists whatever Faker version it has. `build_fields()`
 rebuilds them from Faker's en_US word lists and a fixed seed (the shipped files come from Faker 40.54.0);
 `python -m data_synthetic_pretrain.fields` rewrites the files (only needed if the lists are meant to change, which
@@ -113,7 +113,7 @@ def build_fields(seed: int = SEED) -> dict[str, list[str]]:
             (f"{a} {rng.choice(Company.company_suffixes)}", f"{a}-{b}", f"{a}, {b} and {c}", f"{a} {b} Holdings")
         )
 
-    # Headquarters: about half in birth-city list, half elsewhere (the reference also mixes both).
+    # Headquarters: about half in the birth-city list, half elsewhere, so a work city may or may not be a birth city.
     companies = [
         f"{name}; {rng.choice(cities) if rng.random() < 0.5 else city()}" for name in unique(company, SIZES["company"])
     ]

@@ -52,7 +52,7 @@ def derive(grammar: Grammar, rng: random.Random, with_tree: bool = False):
 
 @dataclass(frozen=True)
 class LanoParams:
-    cfg: str  # a shipped config name, or the path of a reference-format JSON file
+    cfg: str  # a shipped config name, or the path of a Lano JSON file
     tree: bool = False  # also store the parse tree under meta["tree"]
 
     def check(self):
@@ -61,7 +61,7 @@ class LanoParams:
 
 class LanoPresets(Mapping):
     """Preset names: a shipped config name (the paper's cfg3b ... cfg3k, or our generated gen3b ... gen3k) or the
-    path of a reference-format JSON grammar, optionally followed by "-tree" to store the parse tree. Iterating lists
+    path of a Lano JSON grammar, optionally followed by "-tree" to store the parse tree. Iterating lists
     the shipped names."""
 
     help = (

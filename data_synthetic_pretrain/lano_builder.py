@@ -44,7 +44,7 @@ def build_grammar(
     disallow_duplicate_seq: bool = False,
     add_len_one: bool = False,
 ) -> Grammar:
-    """A random layered grammar (the original builder's procedure, with its own random.Random(seed)).
+    """A random layered grammar, drawn with its own random.Random(seed).
 
     From level D-1 up to the root, every symbol gets U{deg_min..deg_max} rules; a rule has U{len_min..len_max}
     children drawn uniformly from the next level (no child twice in a rule if disallow_duplicate_sym; a rule equal

@@ -104,7 +104,7 @@ def _expansions(grammar: Grammar, symbol: int) -> list:
 
 
 def tree_rows(levels) -> list[list[int]]:
-    """The reference's "seq_tree" rows: per terminal, the symbol at every level from the leaf up to the
+    """Parse-tree rows ("seq_tree" rows): per terminal, the symbol at every level from the leaf up to the
     root, each followed by -(2 + its position among the nodes of its level)."""
     depth = len(levels) - 1
     owner = list(range(len(levels[depth])))  # node position at the current level above each leaf
@@ -150,7 +150,7 @@ def check_tree(grammar: Grammar, rows, string) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# JSON configs (the reference format)
+# JSON configs (keys depth, sizes, idx, all: the format the paper's grammars are published in)
 
 
 def _excel_name(number: int) -> str:
@@ -162,7 +162,7 @@ def _excel_name(number: int) -> str:
 
 
 def grammar_from_config(config: dict) -> Grammar:
-    """A Grammar from a reference-format config dict; one clear error for anything malformed. Only `depth`,
+    """A Grammar from a config dict in the JSON format; one clear error for anything malformed. Only `depth`,
     `sizes`, `idx` and `all` define the grammar; the other keys are kept as metadata."""
     for key in ("depth", "sizes", "idx", "all"):
         if key not in config:
@@ -204,7 +204,7 @@ def grammar_from_config(config: dict) -> Grammar:
 
 
 def grammar_to_config(grammar: Grammar) -> dict:
-    """The reference-format config dict of a grammar (metadata keys first, then sizes, idx, count, all)."""
+    """The JSON-format config dict of a grammar (metadata keys first, then sizes, idx, count, all)."""
     config = dict(grammar.config, depth=grammar.depth)
     config["sizes"] = [len(level) for level in grammar.levels]
     config["idx"] = [list(level) for level in grammar.levels]
@@ -251,7 +251,7 @@ def _from_file(path: str, modified: int) -> Grammar:
 
 
 def load_grammar(source) -> Grammar:
-    """A Grammar from a shipped config name ("cfg3f", "gen3f"), a path to a reference-format JSON file, or a config
+    """A Grammar from a shipped config name ("cfg3f", "gen3f"), a path to a Lano JSON file, or a config
     dict."""
     if isinstance(source, Grammar):
         return source
@@ -264,12 +264,8 @@ def load_grammar(source) -> Grammar:
     return _from_file(path, os.stat(path).st_mtime_ns)
 
 
-# The paper's nine grammars (Part 1; used again as Lano in Part 4.1), shipped byte for byte as published with the
-# original PhysicsLM4 code: rules are facts of the paper, and these files are the only way to train on exactly them.
-PAPER_SOURCE = (
-    "github.com/facebookresearch/PhysicsLM4, data-synthetic-pretrain/Lano-cfg/configs/<name>.json at commit "
-    "75806965208c55e9f7f2e2363d3793d2da75d2e4"
-)
+# The paper's nine grammars (Part 1; used again as Lano in Part 4.1), shipped byte for byte as published (where
+# from: README.md): rules are facts of the paper, and these files are the only way to train on exactly them.
 PAPER = {
     # name: sha256 of the shipped file (a test holds the files to these digests)
     "cfg3b": "9b65f447aed2ef8b50f0dcfa1ae5b03a3e055c36aff8ca732cef25ecf67f62c1",

@@ -4,7 +4,7 @@ notation; the model must output its value with no intermediate steps.
 Layout: [9999 or 9998] + [10*l + {0,1}] + expression + [10*l + 4 + {0,1}] + [5000 + value]. Operators are ids
 1-4 (+, -, *, /) or their aliases 5-8; values are 5000 + v. The {0,1} choices and the aliases are fair coins when
 `augment` is on ("knowledge augmentation"). Training draws l uniformly from 1..L, the test split uses exactly L.
-Labels (the reference returns none; our choice): 1 on the final value only, the one token that is determined by
+Labels: 1 on the final value only, the one token that is determined by
 the sequence yet not copyable from it; the answer marker carries a random alias bit, so it is not a target.
 """
 

@@ -39,7 +39,7 @@ from data_synthetic_pretrain.lano_grammar import (
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# A tiny grammar from the original builder (depth 3, three terminals), in the reference format: rules by id are
+# A tiny grammar from the original builder (depth 3, three terminals), in the Lano JSON format: rules by id are
 # 13 -> 12 10 | 10 12;  10 -> 8 8 | 9 9 7;  11 -> 9 8 7 | 7 9;  12 -> 9 8 | 7 9 8;
 # 7 -> 1 2 3 | 2 2 2;  8 -> 3 1 | 1 1 3;  9 -> 2 1 | 3 2   (children are positions in the next level's list)
 TINY = {

@@ -67,7 +67,7 @@ def test_gla_feature_map_clamp_and_ungated_output_decode_equal_the_full_forward(
 
 
 def test_layer_zero_canon_a_state_survives_the_prefill(make_model):
-    """The reference's bug (spec 9.1) in isolation: the first decode step after the prefill needs layer 0's Canon-A
+    """A prefill that drops layer 0's Canon-A state, in isolation: the first decode step after the prefill needs that
     history; zeroing that history changes the logits, keeping it matches the full forward."""
     model = make_model("gla", "A").double()
     ids = torch.randint(3, VOCAB, (1, 8))
