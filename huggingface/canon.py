@@ -484,7 +484,9 @@ def norm_then_canon(h, norm_weight, eps, canon=None, cache=None, key=None, mask=
 def canon_parts(conv, parts, cache=None, key=None, mask=None, doc_ids=None):
     """conv applied to the channel concatenation of `parts` ([B, T, C_i] each), returned as the same parts (Canon-B
     on q, k, v). On the shifted path each part runs alone with its slice of the taps, so the concatenation is never
-    written out; the other paths concatenate."""
+    written out; the other paths concatenate. The parts themselves when there is no conv (the site is off)."""
+    if conv is None:
+        return parts
     state = conv_state(cache, key, conv, parts[0])
     path = choose_path(conv, parts[0], mask, state, doc_ids)
     widths = [p.shape[-1] for p in parts]

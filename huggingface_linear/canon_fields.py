@@ -18,7 +18,7 @@ CANON_LETTERS = "AbBCD"
 
 
 def set_canon_fields(config, kwargs: dict) -> None:
-    """Pop the canon_* fields from `kwargs` (defaults as the reference) onto `config`, and validate them."""
+    """Pop the canon_* fields from `kwargs` (with the published defaults) onto `config`, and validate them."""
     for name, default in CANON_DEFAULTS.items():
         setattr(config, name, kwargs.pop(name, default))
     unknown = sorted(set(config.canon_set) - set(CANON_LETTERS))
@@ -49,11 +49,3 @@ def check_choice(name: str, value, allowed) -> None:
 def check_divisible(name: str, value: int, divisor_name: str, divisor: int) -> None:
     if divisor <= 0 or value % divisor:
         raise ValueError(f"{name}={value} must be a positive multiple of {divisor_name}={divisor}")
-
-
-def swiglu_width(hidden_size: int, hidden_ratio, intermediate_size):
-    """The MLP width I: `intermediate_size`, else hidden_ratio * d * 2/3 rounded up to a multiple of 256."""
-    if intermediate_size is not None:
-        return intermediate_size
-    width = int(hidden_size * (hidden_ratio or 4) * 2 / 3)
-    return 256 * ((width + 255) // 256)

@@ -1,30 +1,28 @@
-"""What GLACanon, GatedDeltaNetCanon and Mamba2Canon share: the decode cache, norms, the Canon plumbing, the gated
-MLP's forward, weight-init helpers, generation hooks and the Lingua bridge.
+"""What GLACanon, GatedDeltaNetCanon and Mamba2Canon share: the decode cache, the gated norm, the Canon plumbing,
+weight-init helpers, the base model and LM head with their generation hooks and Lingua loading.
 
 The decode cache keeps, per layer, every state a recurrent model needs to continue a sequence: the recurrent state
 of the token mixer, the short-convolution states (the architecture's own "b" convs) and the Canon A/B/C/D conv
-states, all in one dict keyed by (layer index, name). One object per sequence batch, so nothing can land in another
-layer's slot (the reference loses the layer-0 Canon-A state between prefill and the first decode step).
+states, all in one dict keyed by (layer index, name). One object per sequence batch, so every state stays in its own
+layer's slot from prefill through every decode step (the layer-0 Canon-A state included).
 """
 
-import json
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from .canon import (
-    ShortConvolution,
-    canon_call,
-    canon_swiglu,
-    conv_state,
-    init_canon,
-    map_states,
-    norm_then_canon,
-    rms_normalize,
+from .canon import ShortConvolution, init_canon, map_states, norm_then_canon
+from .layers import RMSNorm, init_normal, rms_normalize
+from .lingua_bridge import lingua_state_to_hf
+from .lingua_checkpoint import (
+    cast_and_place,
+    find_lingua_folder,
+    load_checked,
+    pop_loading_keywords,
+    read_lingua_folder,
 )
 from .transformers_compat import (
     CACHE_NAME,
@@ -64,13 +62,8 @@ class LinearCanonCache(Cache):
 
     @property
     def conv_states(self) -> dict:
-        """Where canon.py's helpers find the conv states: the same dict as every other state."""
+        """Where canon.py's conv_state finds the conv states: the same dict as every other state."""
         return self.states
-
-    def conv_state(self, layer_idx: int, name: str, conv: ShortConvolution, like: torch.Tensor) -> torch.Tensor:
-        """The conv state of (layer_idx, name) for inputs like `like` [B, T, C]; zeros (no history) on first use.
-        The conv updates it in place."""
-        return conv_state(self.states, (layer_idx, name), conv, like)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.tokens_seen
@@ -114,36 +107,20 @@ class LinearCanonCache(Cache):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Norms
+# Gated norm (the other norms are layers.py's RMSNorm, whichever implementation `zeyuan_layernorm` names)
 # ----------------------------------------------------------------------------------------------------------------
-
-
-class RMSNorm(nn.Module):
-    """weight * x / rms(x), statistics in float32. Stands for fla's Triton RMSNorm and the reference's MyRMSNorm
-    (`zeyuan_layernorm`) alike: the same function, which the reference computed by two implementations."""
-
-    def __init__(self, hidden_size, eps=1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.variance_epsilon = eps
-
-    def forward(self, x):
-        return rms_normalize(x, self.weight, self.variance_epsilon)[0]
-
-    def extra_repr(self):
-        return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
 
 
 class GatedRMSNorm(RMSNorm):
     """The GLA/GDN output norm over each head's dv channels: RMSNorm(o) * SiLU(g) (no gate when g is None)."""
 
     def forward(self, x, gate=None):
-        y = rms_normalize(x, self.weight, self.variance_epsilon)[0]
+        y = rms_normalize(x, self.weight, self.eps)[0]
         return y if gate is None else y * F.silu(gate)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Canon plumbing and the gated MLP
+# Canon plumbing and the block
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -159,24 +136,14 @@ def is_canon(module) -> bool:
     return isinstance(module, ShortConvolution) and not getattr(module, "is_original_conv", False)
 
 
-def run_conv(conv, x, name, layer_idx, mask, cache):
-    """conv(x) with its decode state taken from (and kept in) the cache when there is one."""
-    return canon_call(conv, x, cache, (layer_idx, name), mask)
-
-
 def norm_canon_site(h, norm, canon, name, layer_idx, mask, cache):
     """norm(h), then the Canon layer `canon` (A or C) when present; canon.py picks the formulation."""
-    return norm_then_canon(h, norm.weight, norm.variance_epsilon, canon, cache, (layer_idx, name), mask)
-
-
-def swiglu_down(gate_up, down_proj, canon, layer_idx, mask, cache):
-    """down_proj(SiLU(gate) * up) for gate_up = [gate | up] ([B, T, 2I]), with Canon-D on gate_up when present."""
-    return down_proj(canon_swiglu(gate_up, canon, cache, (layer_idx, "canonD"), mask))
+    return norm_then_canon(h, norm.weight, norm.eps, canon, cache, (layer_idx, name), mask)
 
 
 class PreNormCanonBlock(GradientCheckpointingLayer):
     """The GLA / GDN block: x + attn(canonA(attn_norm(x))), then h + mlp(canonC(mlp_norm(h))). Subclasses create the
-    modules in the reference's order (which fixes the state-dict order)."""
+    modules in the order of the published checkpoints (which fixes the state-dict order)."""
 
     def forward(self, x, mask=None, cache=None):
         i = self.layer_idx
@@ -187,8 +154,8 @@ class PreNormCanonBlock(GradientCheckpointingLayer):
 
 
 def low_rank_linear(in_features: int, rank: int, out_features: int, bias_out: bool = True) -> nn.Sequential:
-    """Linear(in -> rank, no bias) then Linear(rank -> out, bias): the reference's low-rank gate projections. Both
-    halves carry `split_init_rank` for `zeyuan_split_init`."""
+    """Linear(in -> rank, no bias) then Linear(rank -> out, bias): the low-rank gate projections. Both halves carry
+    `split_init_rank` for `zeyuan_split_init`."""
     pair = nn.Sequential(nn.Linear(in_features, rank, bias=False), nn.Linear(rank, out_features, bias=bias_out))
     for layer in pair:
         layer.split_init_rank = rank
@@ -200,16 +167,12 @@ def low_rank_linear(in_features: int, rank: int, out_features: int, bias_out: bo
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def init_linear_normal(module: nn.Linear, std: float, split_init: bool) -> None:
-    """N(0, std^2), biases zero. With split_init, each half of a rank-r pair gets std sqrt(std) / r^(1/4), so the
-    product of the two halves has std about `std` (honouring `zeyuan_split_init`, which the reference ignores and
-    applies always)."""
+def split_init_std(module: nn.Module, std: float, split_init: bool) -> float:
+    """The init std of a linear layer: `std`, except that with `zeyuan_split_init` each half of a rank-r pair gets
+    sqrt(std) / r^(1/4), so that the product of the two halves has std about `std` (without the flag the halves get
+    `std` too)."""
     rank = getattr(module, "split_init_rank", None)
-    if split_init and rank is not None:
-        std = math.sqrt(std) / rank**0.25
-    init.normal_(module.weight, mean=0.0, std=std)
-    if module.bias is not None:
-        init.zeros_(module.bias)
+    return math.sqrt(std) / rank**0.25 if split_init and rank is not None else std
 
 
 def init_fla_style(module, config) -> None:
@@ -219,9 +182,9 @@ def init_fla_style(module, config) -> None:
     if is_canon(module):
         init_canon(module, init)
     elif isinstance(module, (nn.Linear, nn.Conv1d)):
-        init_linear_normal(module, std, config.zeyuan_split_init)
+        init_normal(module, split_init_std(module, std, config.zeyuan_split_init), init)
     elif isinstance(module, nn.Embedding):
-        init.normal_(module.weight, mean=0.0, std=std)
+        init_normal(module, std, init)
     elif isinstance(module, RMSNorm):
         init.ones_(module.weight)
 
@@ -232,25 +195,15 @@ def inverse_softplus(x: torch.Tensor) -> torch.Tensor:
 
 def init_decay(A_log, dt_bias, A_range, dt_min, dt_max, dt_floor) -> None:
     """A ~ U(A_range) stored as A_log = log A; dt_bias = softplus^{-1}(dt) with dt log-uniform in [dt_min, dt_max],
-    at least dt_floor."""
+    at least dt_floor. Drawn whole, in float32 from the CPU generator, then copied into the parameters."""
     H = A_log.shape[0]
-    copy_full(A_log, torch.empty(H).uniform_(*A_range).log())
+    init.copy_(A_log, torch.empty(H).uniform_(*A_range).log())
     dt = torch.exp(torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-    copy_full(dt_bias, inverse_softplus(dt.clamp(min=dt_floor)))
-
-
-def copy_full(param: torch.Tensor, value: torch.Tensor) -> None:
-    """Copy the full-size `value` into `param`, which may be an FSDP2-sharded DTensor (Lingua training initialises
-    after sharding): every rank drew the same `value` from the same seed, so each keeps its own slice of it."""
-    if hasattr(param, "device_mesh"):
-        from torch.distributed.tensor import distribute_tensor
-
-        value = distribute_tensor(value.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
-    init.copy_(param, value)
+    init.copy_(dt_bias, inverse_softplus(dt.clamp(min=dt_floor)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Model-level helpers: masks, cache creation, generation, Lingua bridge
+# Model-level helpers: masks, cache creation, the base model and the LM head
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -301,7 +254,7 @@ class LinearCanonBackboneMixin:
     block_class = None
     final_norm = "norm"
     norm_eps_field = "norm_eps"
-    pad_embedding = True  # padding_idx = pad_token_id (GLA/GDN; the reference's Mamba2 has none)
+    pad_embedding = True  # padding_idx = pad_token_id (GLA/GDN; Mamba2's embedding has none)
 
     def __init__(self, config):
         super().__init__(config)
@@ -452,85 +405,26 @@ class LinearCanonLMMixin:
             model_kwargs[CACHE_NAME] = LinearCanonCache()
 
     def load_from_lingua_state(self, state_dict):
-        """Load a Lingua `LMTransformer` state dict: names are "trans." + this model's names (spec 7.1). Strict: one
-        error lists the missing and unexpected keys before anything is loaded."""
-        expected = set(self.state_dict())
-        optional = {"lm_head.weight"} if self.config.tie_word_embeddings else set()  # tied: the embedding serves
-        renamed = {key.removeprefix("trans."): tensor for key, tensor in state_dict.items()}
-        missing, unexpected = sorted(expected - optional - set(renamed)), sorted(set(renamed) - expected)
-        if missing or unexpected:
-            raise KeyError(f"lingua state dict does not match this model: missing {missing}, unexpected {unexpected}")
-        self.load_state_dict(renamed, strict=not self.config.tie_word_embeddings)
+        """Load the state dict of apps/gla's `LMTransformer` ("trans." + this model's names). Strict: one error lists
+        the missing and unexpected keys before anything is loaded. Returns the model."""
+        renamed = lingua_state_to_hf(state_dict)
+        load_checked(self, renamed, set(renamed) - set(self.state_dict()))
         return self
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, variant=None, **kwargs):
-        """A Hugging Face folder or repo as usual, or a local Lingua folder (`<variant>/params.json` +
-        `consolidated.pth`, variant "default" unless given; the folder itself also works). For Lingua folders the
+        """A Hugging Face folder or repo as usual, or a Lingua folder or Hub repo (`<variant>/params.json` +
+        `consolidated.pth`, variant "default" unless given; the folder itself also works). For Lingua checkpoints the
         config comes from `build_config_from_yaml(params["model"])`; `dtype` and `device_map` (a device) apply."""
-        folder = None
-        if pretrained_model_name_or_path is not None and os.path.isdir(pretrained_model_name_or_path):
-            if not os.path.isfile(os.path.join(pretrained_model_name_or_path, "config.json")):
-                folder = find_lingua_folder(pretrained_model_name_or_path, variant)
+        folder = find_lingua_folder(
+            pretrained_model_name_or_path, variant, kwargs.get("local_files_only", False), kwargs.get("token")
+        )
         if folder is None:
             if variant is not None:
                 kwargs["variant"] = variant
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        with open(os.path.join(folder, "params.json")) as f:
-            params = json.load(f)
-        if "model" not in params:
-            raise ValueError(f"{folder}/params.json has no 'model' section (keys: {sorted(params)})")
+        loading = pop_loading_keywords(kwargs)
+        params, state = read_lingua_folder(folder)
         model = cls(cls.build_config_from_yaml(params["model"]))
-        state = torch.load(os.path.join(folder, "consolidated.pth"), map_location="cpu", weights_only=True)
-        model.load_from_lingua_state(state["model"] if "model" in state else state)
-        dtype = kwargs.get("dtype") or kwargs.get("torch_dtype")
-        if isinstance(dtype, str) and dtype != "auto":
-            dtype = getattr(torch, dtype)
-        if isinstance(dtype, torch.dtype):
-            model = model.to(dtype)
-        device = kwargs.get("device_map")
-        if isinstance(device, (str, torch.device)) and device != "auto":
-            model = model.to(device)
-        return model.eval()
-
-
-def find_lingua_folder(path, variant):
-    """`<path>/<variant or "default">/` or `<path>/` when it holds params.json and consolidated.pth, else None."""
-    for folder in (os.path.join(path, variant or "default"), path):
-        files = [os.path.join(folder, name) for name in ("params.json", "consolidated.pth")]
-        if all(os.path.isfile(f) for f in files):
-            return folder
-    return None
-
-
-def model_arg(args, name, default=None):
-    """A field of Lingua's model args (a dataclass, an attribute object or a dict)."""
-    if isinstance(args, dict):
-        return args.get(name, default)
-    return getattr(args, name, default)
-
-
-def lingua_fields(args, family: str, exact: bool = False) -> dict:
-    """The config fields every builder takes from Lingua's model args, checked: sizes, vocabulary, norm eps, weight
-    tying, canon_*. `family` is the model_name prefix the builder serves (the whole name when `exact`)."""
-    name = str(model_arg(args, "model_name", ""))
-    if name != family if exact else not name.startswith(family):
-        expected = f"exactly {family!r}" if exact else f"starting with {family!r}"
-        raise ValueError(f"model_name={name!r}; this builder serves model names {expected}")
-    dim, heads, vocab = model_arg(args, "dim", 512), model_arg(args, "n_heads"), model_arg(args, "vocab_size", -1)
-    if not heads or dim % heads:
-        raise ValueError(f"dim={dim} must be a positive multiple of n_heads={heads}")
-    if vocab <= 0:
-        raise ValueError(f"vocab_size={vocab}; expected a positive vocabulary size")
-    return dict(
-        hidden_size=dim,
-        num_hidden_layers=model_arg(args, "n_layers", 8),
-        num_heads=heads,
-        vocab_size=vocab,
-        tie_word_embeddings=model_arg(args, "weight_tying", False),
-        canon_set=model_arg(args, "canon_set", ""),
-        canon_bias=model_arg(args, "canon_bias", False),
-        canon_activation=model_arg(args, "canon_activation", False),
-        canon_kernel=model_arg(args, "canon_kernel", 4),
-        canon_residual=model_arg(args, "canon_residual", True),
-    )
+        model.load_from_lingua_state(state)
+        return cast_and_place(model, loading.get("dtype"), loading.get("device_map"))

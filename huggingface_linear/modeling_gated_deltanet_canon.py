@@ -1,9 +1,9 @@
 """GatedDeltaNetCanon for Hugging Face transformers: Gated DeltaNet with Canon layers ("GDN2" in the recipes).
 
 Read top to bottom: the token mixer (gated delta rule with L2-normalised q/k, the original q/k/v short convs "b",
-Canon-B, a low-rank output gate), the MLP (Canon-D; its key names depend on D, as in the reference), the block
-(Canon-A/C), the base model, the causal LM head and the config builder for Lingua runs. The recurrence lives in
-`linear_recurrences.py`; the cache, norms, Canon plumbing and the shared forwards in `linear_common.py`.
+Canon-B, a low-rank output gate), the MLP (Canon-D; its key names depend on D, as in the published checkpoints), the
+block (Canon-A/C), the base model and the causal LM head. The recurrence lives in `linear_recurrences.py`; the cache,
+norms, Canon plumbing and the shared forwards in `linear_common.py`; the Lingua config builder in `lingua_bridge.py`.
 """
 
 import torch
@@ -12,29 +12,25 @@ from torch import nn
 from transformers.generation import GenerationMixin
 from transformers.modeling_utils import PreTrainedModel
 
-from .canon import create_canon, upcast
-from .canon_fields import swiglu_width
+from .canon import canon_call, canon_swiglu, create_canon
 from .configuration_gated_deltanet_canon import GatedDeltaNetCanonConfig
+from .layers import RMSNorm, mlp_width, upcast
 from .linear_common import (
     GatedRMSNorm,
     LinearCanonBackboneMixin,
     LinearCanonLMMixin,
     PreNormCanonBlock,
-    RMSNorm,
     init_decay,
     init_fla_style,
-    lingua_fields,
     low_rank_linear,
-    model_arg,
-    run_conv,
     short_conv,
-    swiglu_down,
 )
 from .linear_recurrences import gated_delta_rule
+from .lingua_bridge import gdn_config_from_lingua
 from .transformers_compat import cache_keys
 
-A_INIT_RANGE = (0.0, 16.0)  # A ~ U(0, 16), A_log = log A (the reference's GDN; Mamba2 uses U(1, 16))
-DT_INIT = (0.001, 0.1, 1e-4)  # dt log-uniform in [0.001, 0.1], floored at 1e-4 (hard-coded in the reference)
+A_INIT_RANGE = (0.0, 16.0)  # A ~ U(0, 16), A_log = log A (Mamba2 uses U(1, 16))
+DT_INIT = (0.001, 0.1, 1e-4)  # dt log-uniform in [0.001, 0.1], floored at 1e-4 (fixed, not config fields)
 
 
 class GatedDeltaNetCanon(nn.Module):
@@ -74,14 +70,15 @@ class GatedDeltaNetCanon(nn.Module):
     def forward(self, x, mask=None, cache=None):
         B, T, _ = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        i = self.layer_idx
         if self.use_short_conv:
-            q = run_conv(self.q_conv1d, q, "q_conv1d", self.layer_idx, mask, cache)
-            k = run_conv(self.k_conv1d, k, "k_conv1d", self.layer_idx, mask, cache)
-            v = run_conv(self.v_conv1d, v, "v_conv1d", self.layer_idx, mask, cache)
+            q = canon_call(self.q_conv1d, q, cache, (i, "q_conv1d"), mask)
+            k = canon_call(self.k_conv1d, k, cache, (i, "k_conv1d"), mask)
+            v = canon_call(self.v_conv1d, v, cache, (i, "v_conv1d"), mask)
         else:
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
         if hasattr(self, "canonB"):
-            qkv = run_conv(self.canonB, torch.cat((q, k, v), dim=-1), "canonB", self.layer_idx, mask, cache)
+            qkv = canon_call(self.canonB, torch.cat((q, k, v), dim=-1), cache, (i, "canonB"), mask)
             q, k, v = qkv.split(self.split_sizes, dim=-1)
         beta = upcast(self.b_proj(x)).sigmoid()
         g = -upcast(self.A_log).exp() * F.softplus(upcast(self.a_proj(x)) + upcast(self.dt_bias))
@@ -101,7 +98,7 @@ class GatedDeltaNetCanon(nn.Module):
 
 class GatedDeltaNetCanonMLP(nn.Module):
     """down_proj(SiLU(gate) * up). With Canon-D: [gate | up] = both_proj(x) then canonD; without: two separate
-    gate_proj / up_proj matrices (so GDN2Canon and GDN2conv checkpoints differ in MLP names, as in the reference)."""
+    gate_proj / up_proj matrices (so GDN2Canon and GDN2conv checkpoints differ in MLP names, as published)."""
 
     def __init__(self, config: GatedDeltaNetCanonConfig, layer_idx: int):
         super().__init__()
@@ -110,7 +107,7 @@ class GatedDeltaNetCanonMLP(nn.Module):
         if getattr(config, "mlp_type", None) == "mlp10":
             width = 2 * d
         else:
-            width = swiglu_width(d, config.hidden_ratio, config.intermediate_size)
+            width = mlp_width(d, config.intermediate_size, ratio=config.hidden_ratio or 4)
         self.down_proj = nn.Linear(width, d, bias=False)
         if "D" in config.canon_set:
             self.canonD = create_canon(2 * width, config)
@@ -120,9 +117,9 @@ class GatedDeltaNetCanonMLP(nn.Module):
             self.up_proj = nn.Linear(d, width, bias=False)
 
     def forward(self, x, mask=None, cache=None):
-        if hasattr(self, "canonD"):
-            return swiglu_down(self.both_proj(x), self.down_proj, self.canonD, self.layer_idx, mask, cache)
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate_up = self.both_proj(x) if hasattr(self, "both_proj") else (self.gate_proj(x), self.up_proj(x))
+        canon = getattr(self, "canonD", None)
+        return self.down_proj(canon_swiglu(gate_up, canon, cache, (self.layer_idx, "canonD"), mask))
 
 
 class GatedDeltaNetCanonBlock(PreNormCanonBlock):
@@ -163,22 +160,7 @@ class GatedDeltaNetCanonForCausalLM(LinearCanonLMMixin, GatedDeltaNetCanonPreTra
     _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
     backbone_class = GatedDeltaNetCanonModel
 
-    @staticmethod
-    def build_config_from_yaml(args) -> GatedDeltaNetCanonConfig:
-        """The "GDN2" config of a Lingua model section: head_dim = dim / n_heads (fla's 0.75 d sizing replaced),
-        value heads 2x wider, rank-16 output gate, MLP width hidden_dim or 2 * dim."""
-        fields = lingua_fields(args, "GDN2")
-        return GatedDeltaNetCanonConfig(
-            **fields,
-            norm_eps=model_arg(args, "norm_eps", 1e-5),
-            use_short_conv="b" in fields["canon_set"],
-            fuse_cross_entropy=False,
-            output_gate_rank=16,
-            zeyuan_split_init=True,
-            zeyuan_layernorm=model_arg(args, "zeyuan_layernorm", False),
-            head_dim=fields["hidden_size"] // fields["num_heads"],
-            intermediate_size=model_arg(args, "hidden_dim") or 2 * fields["hidden_size"],
-        )
+    build_config_from_yaml = staticmethod(gdn_config_from_lingua)
 
 
 GatedDeltaNetCanonConfig.register_for_auto_class()

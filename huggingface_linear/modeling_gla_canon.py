@@ -3,7 +3,7 @@
 Read top to bottom: the token mixer (GLA with low-rank gates, the original q/k/v short convs "b", Canon-B), the MLP
 (one [gate | up] projection, Canon-D), the block (Canon-A/C), the base model, the causal LM head and the config
 builder for Lingua runs. The recurrence itself lives in `linear_recurrences.py`; the decode cache, norms and the
-Canon plumbing in `linear_common.py`.
+Canon plumbing in `linear_common.py`; the Lingua config builder in `lingua_bridge.py`.
 """
 
 import torch
@@ -13,24 +13,20 @@ from transformers.activations import ACT2FN
 from transformers.generation import GenerationMixin
 from transformers.modeling_utils import PreTrainedModel
 
-from .canon import create_canon, upcast
-from .canon_fields import swiglu_width
+from .canon import canon_call, canon_swiglu, create_canon
 from .configuration_gla_canon import GLACanonConfig
+from .layers import RMSNorm, mlp_width, upcast
 from .linear_common import (
     GatedRMSNorm,
     LinearCanonBackboneMixin,
     LinearCanonLMMixin,
     PreNormCanonBlock,
-    RMSNorm,
     init_fla_style,
-    lingua_fields,
     low_rank_linear,
-    model_arg,
-    run_conv,
     short_conv,
-    swiglu_down,
 )
 from .linear_recurrences import gla
+from .lingua_bridge import gla_config_from_lingua
 from .transformers_compat import cache_keys
 
 GATE_RANK = 16  # rank of the forget-gate projection gk_proj (always low-rank)
@@ -65,7 +61,7 @@ class GatedCanonLinearAttention(nn.Module):
             self.canonB = create_canon(sum(self.split_sizes), config)
         self.gk_proj = low_rank_linear(d, GATE_RANK, K)
         self.o_proj = nn.Linear(V, d, bias=False)
-        # the reference's key name depends on which fused kernel it used; the maths is the same
+        # the published checkpoints name this norm after the fused kernel that computed it; the maths is the same
         fused = config.use_output_gate and config.fuse_norm and not config.zeyuan_layernorm
         self.norm_name = "g_norm_swish_gate" if fused else "g_norm"
         self.add_module(self.norm_name, GatedRMSNorm(self.head_v_dim, eps=config.norm_eps))
@@ -73,14 +69,15 @@ class GatedCanonLinearAttention(nn.Module):
     def forward(self, x, mask=None, cache=None):
         B, T, _ = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        i = self.layer_idx
         if self.use_short_conv:
-            q = run_conv(self.q_conv1d, q, "q_conv1d", self.layer_idx, mask, cache)
-            k = run_conv(self.k_conv1d, k, "k_conv1d", self.layer_idx, mask, cache)
-            v = run_conv(self.v_conv1d, v, "v_conv1d", self.layer_idx, mask, cache)
+            q = canon_call(self.q_conv1d, q, cache, (i, "q_conv1d"), mask)
+            k = canon_call(self.k_conv1d, k, cache, (i, "k_conv1d"), mask)
+            v = canon_call(self.v_conv1d, v, cache, (i, "v_conv1d"), mask)
         else:
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
         if hasattr(self, "canonB"):
-            qkv = run_conv(self.canonB, torch.cat((q, k, v), dim=-1), "canonB", self.layer_idx, mask, cache)
+            qkv = canon_call(self.canonB, torch.cat((q, k, v), dim=-1), cache, (i, "canonB"), mask)
             q, k, v = qkv.split(self.split_sizes, dim=-1)
         if self.feature_map is not None:
             q, k = self.feature_map(q), self.feature_map(k)
@@ -108,7 +105,7 @@ class GLACanonMLP(nn.Module):
     def __init__(self, config: GLACanonConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
-        width = swiglu_width(config.hidden_size, config.hidden_ratio, config.intermediate_size)
+        width = mlp_width(config.hidden_size, config.intermediate_size, ratio=config.hidden_ratio or 4)
         self.gate_proj = nn.Linear(config.hidden_size, 2 * width, bias=False)
         if "D" in config.canon_set:
             self.canonD = create_canon(2 * width, config)
@@ -116,7 +113,7 @@ class GLACanonMLP(nn.Module):
 
     def forward(self, x, mask=None, cache=None):
         canon = getattr(self, "canonD", None)
-        return swiglu_down(self.gate_proj(x), self.down_proj, canon, self.layer_idx, mask, cache)
+        return self.down_proj(canon_swiglu(self.gate_proj(x), canon, cache, (self.layer_idx, "canonD"), mask))
 
 
 class GLABlock(PreNormCanonBlock):
@@ -153,22 +150,7 @@ class GLACanonForCausalLM(LinearCanonLMMixin, GLACanonPreTrainedModel, Generatio
     _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
     backbone_class = GLACanonModel
 
-    @staticmethod
-    def build_config_from_yaml(args) -> GLACanonConfig:
-        """The "GLA5" config of a Lingua model section (`args`: LMTransformerArgs, an attribute object or a dict)."""
-        fields = lingua_fields(args, "GLA5")
-        return GLACanonConfig(
-            **fields,
-            norm_eps=model_arg(args, "norm_eps", 1e-5),
-            use_short_conv="b" in fields["canon_set"],
-            fuse_cross_entropy=False,
-            expand_k=1,
-            expand_v=2,
-            output_gate_rank=16,
-            zeyuan_split_init=True,
-            zeyuan_layernorm=model_arg(args, "zeyuan_layernorm", False),
-            intermediate_size=model_arg(args, "hidden_dim") or 2 * fields["hidden_size"],
-        )
+    build_config_from_yaml = staticmethod(gla_config_from_lingua)
 
 
 GLACanonConfig.register_for_auto_class()

@@ -2,8 +2,8 @@
 
 Read top to bottom: the gated norm, the mixer (in_proj, Canon-B on its whole output, the original short conv "b" on
 [x | B | C], the SSD recurrence, gated RMSNorm, out_proj), the MLP (Canon-D), the block (Canon-A/C), the base model
-(`backbone`), the causal LM head (float32 logits) and the config builder for Lingua runs. Unlike the reference, every
-path runs in plain PyTorch on any device; mamba_ssm kernels are used for CUDA tensors when installed.
+(`backbone`) and the causal LM head (float32 logits); the Lingua config builder is in `lingua_bridge.py`. Every path
+runs in plain PyTorch on any device; mamba_ssm kernels are used for CUDA tensors when installed.
 """
 
 import math
@@ -14,25 +14,22 @@ from torch import nn
 from transformers.generation import GenerationMixin
 from transformers.modeling_utils import PreTrainedModel
 
-from .canon import create_canon, init_canon, upcast
+from .canon import canon_call, canon_swiglu, create_canon, init_canon
 from .configuration_mamba2_canon import Mamba2CanonConfig
+from .layers import RMSNorm, init_normal, upcast
 from .linear_common import (
     LinearCanonBackboneMixin,
     LinearCanonLMMixin,
-    RMSNorm,
     init_decay,
     is_canon,
-    lingua_fields,
-    model_arg,
     norm_canon_site,
-    run_conv,
     short_conv,
-    swiglu_down,
 )
 from .linear_recurrences import ssd
+from .lingua_bridge import mamba2_config_from_lingua
 from .transformers_compat import GradientCheckpointingLayer, cache_keys, init
 
-A_INIT_RANGE = (1.0, 16.0)  # A ~ U(1, 16), A_log = log A (the reference's Mamba2; its GDN uses U(0, 16))
+A_INIT_RANGE = (1.0, 16.0)  # A ~ U(1, 16), A_log = log A (GDN uses U(0, 16))
 
 
 class MambaRMSNormGated(RMSNorm):
@@ -45,7 +42,7 @@ class MambaRMSNormGated(RMSNorm):
 
     def forward(self, y, z):
         h = (upcast(y) * F.silu(upcast(z))).unflatten(-1, (-1, self.group_size))
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.flatten(-2).to(y.dtype)
 
 
@@ -86,10 +83,10 @@ class Mamba2CanonMixer(nn.Module):
             u = u * mask[..., None].to(u.dtype)
         zxbcdt = self.in_proj(u)
         if hasattr(self, "canonB"):
-            zxbcdt = run_conv(self.canonB, zxbcdt, "canonB", self.layer_idx, mask, cache)
+            zxbcdt = canon_call(self.canonB, zxbcdt, cache, (self.layer_idx, "canonB"), mask)
         z, xBC, dt = zxbcdt.split(self.split_sizes, dim=-1)
         if not self.noconv1d:
-            xBC = run_conv(self.conv1d, xBC, "conv1d", self.layer_idx, mask, cache)
+            xBC = canon_call(self.conv1d, xBC, cache, (self.layer_idx, "conv1d"), mask)
         GN = self.n_groups * self.state_size
         x, Bm, Cm = xBC.split((xBC.shape[-1] - 2 * GN, GN, GN), dim=-1)
         if mask is not None:  # padded tokens write nothing into the state
@@ -109,7 +106,7 @@ class Mamba2CanonMixer(nn.Module):
         return self.out_proj(self.norm(y.reshape(B, T, -1), z))
 
 
-class MistralCanonMLP(nn.Module):
+class Mamba2CanonMLP(nn.Module):
     """down_proj(SiLU(gate) * up) with [gate | up] = both_proj(x) and Canon-D on it."""
 
     def __init__(self, config: Mamba2CanonConfig, layer_idx: int):
@@ -123,7 +120,7 @@ class MistralCanonMLP(nn.Module):
 
     def forward(self, x, mask=None, cache=None):
         canon = getattr(self, "canonD", None)
-        return swiglu_down(self.both_proj(x), self.down_proj, canon, self.layer_idx, mask, cache)
+        return self.down_proj(canon_swiglu(self.both_proj(x), canon, cache, (self.layer_idx, "canonD"), mask))
 
 
 class Mamba2CanonBlock(GradientCheckpointingLayer):
@@ -142,7 +139,7 @@ class Mamba2CanonBlock(GradientCheckpointingLayer):
             self.pre_mlp_layernorm = RMSNorm(config.hidden_size, eps=config.layer_norm_epsilon)
             if "C" in config.canon_set:
                 self.canonC = create_canon(config.hidden_size, config)
-            self.mlp = MistralCanonMLP(config, layer_idx)
+            self.mlp = Mamba2CanonMLP(config, layer_idx)
 
     def forward(self, x, mask=None, cache=None):
         i = self.layer_idx
@@ -165,7 +162,7 @@ class Mamba2CanonPreTrainedModel(PreTrainedModel):
     _supports_cache_class = True
 
     def _init_weights(self, module):
-        """As the reference's Mamba2: Canon layers and the mixer conv keep PyTorch's conv default (the conv is zero and
+        """Mamba2's own init: Canon layers and the mixer conv keep PyTorch's conv default (the conv is zero and
         frozen with noconv1d); Linear layers PyTorch's default with zero biases; the embedding N(0,
         initializer_range); A ~ U(1, 16) as A_log, D = 1, dt_bias = softplus^{-1}(dt) with dt log-uniform in
         [time_step_min, time_step_max] floored at time_step_floor; norms 1."""
@@ -185,7 +182,7 @@ class Mamba2CanonPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=config.initializer_range)
+            init_normal(module, config.initializer_range, init)
         elif isinstance(module, RMSNorm):
             init.ones_(module.weight)
         elif isinstance(module, Mamba2CanonMixer):
@@ -216,36 +213,7 @@ class Mamba2CanonForCausalLM(LinearCanonLMMixin, Mamba2CanonPreTrainedModel, Gen
     backbone_class = Mamba2CanonModel
     float_logits = True
 
-    @staticmethod
-    def build_config_from_yaml(args) -> Mamba2CanonConfig:
-        """The config of a Lingua model section with model_name "Mamba2": head_dim = 2 dim / n_heads, one group,
-        state size `mamba_ssm` (64, 128 or 256; null means 256, anything else is an error), the conv dropped when
-        "b" is not in canon_set, a gated MLP of width hidden_dim (or 2 dim) with mlp_type "mlp10". Lingua's norm_eps
-        is not used (the reference passes it under a name the config ignores; layer_norm_epsilon keeps 1e-5)."""
-        fields = lingua_fields(args, "Mamba2", exact=True)
-        mlp_type = model_arg(args, "mlp_type")
-        if mlp_type != "mlp10":
-            raise ValueError(f"mlp_type={mlp_type!r}; the Mamba2 recipes need mlp_type='mlp10'")
-        state = model_arg(args, "mamba_ssm")
-        if state is None:
-            state = 256
-        elif state not in (64, 128, 256):
-            raise ValueError(f"mamba_ssm={state!r}; expected the SSM state size 64, 128 or 256 (or null for 256)")
-        noconv = "b" not in fields["canon_set"]
-        return Mamba2CanonConfig(
-            **fields,
-            state_size=state,
-            n_groups=1,
-            time_step_rank=-10344,
-            residual_in_fp32=False,
-            head_dim=2 * fields["hidden_size"] // fields["num_heads"],
-            noconv1d=noconv,
-            use_conv_bias=not noconv,
-            mlp_type=mlp_type,
-            intermediate_size=model_arg(args, "hidden_dim"),
-            norm_eps=model_arg(args, "norm_eps", 1e-5),
-            fuse_cross_entropy=False,
-        )
+    build_config_from_yaml = staticmethod(mamba2_config_from_lingua)
 
 
 Mamba2CanonConfig.register_for_auto_class()

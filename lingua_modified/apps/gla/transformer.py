@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from huggingface_linear import (
     GatedDeltaNetCanonForCausalLM,
@@ -35,18 +36,18 @@ class LMTransformerArgs(BaseTransformerArgs):
     vocab_size: int = -1  # filled in from the tokenizer by the trainer
     weight_tying: bool = False
     attn_impl: str = "sdpa"  # kept for config compatibility; the linear models have no attention
-    z_loss: bool = False  # the reference's squared-NLL penalty l + 1e-4 l^2 (see lingua.transformer.cross_entropy)
+    z_loss: bool = False  # squared-NLL penalty l + 1e-4 l^2, as the recipes train (lingua.transformer.cross_entropy)
     model_name: str = "GLA"  # "GLA5...", "GDN2..." or "Mamba2"
     mlp_type: str | None = None  # Mamba2: "mlp10" (the gated MLP after every mixer)
     sliding_window: int | None = None
     mamba_ssm: int | None = None  # Mamba2: the SSM state size N
     zeyuan_linearT: bool = False
     zeyuan_alternate: bool = False
-    zeyuan_layernorm: bool = False  # GLA/GDN: the reference's name for the output norm's key (same function)
+    zeyuan_layernorm: bool = False  # GLA/GDN: picks the output norm's key name (the function is the same)
     zeyuan_double: int | None = None
 
 
-# Llama-only fields of the shared base and reference extras the linear models never read: a recipe may carry their
+# Llama-only fields of the shared base and recipe extras the linear models never read: a recipe may carry their
 # defaults, but a changed value would silently do nothing, so it is refused
 UNUSED_FIELDS = (
     "qk_norm", "head_dim", "n_kv_heads", "ffn_dim_multiplier", "multiple_of", "rope_theta", "rope_dim",
@@ -115,10 +116,10 @@ class LMTransformer(nn.Module):
 
         loss_mask [B, T] (1 = train on this position) excludes positions from the mean loss. attention_mask [B, T]
         (1 = real token) marks padding, which the models keep out of every conv and recurrent state. Training passes
-        neither mask to the model: packed documents run through one recurrence, as in the reference.
-        cache: the lingua.transformer.InferenceCache of generation (apps.main.generate drives both apps' models): it
-        gives each row's left padding and counts the tokens; the recurrent, conv and Canon states that these tokens
-        extend live in a LinearCanonCache kept for it here.
+        neither mask to the model: packed documents run through one recurrence, as the published runs trained.
+        cache: the lingua.generation_cache.InferenceCache of generation (apps.main.generate drives both apps'
+        models): it gives each row's left padding and counts the tokens; the recurrent, conv and Canon states that
+        these tokens extend live in a LinearCanonCache kept for it here.
         """
         states = None
         if cache is not None:
@@ -135,12 +136,34 @@ class LMTransformer(nn.Module):
         return cross_entropy(logits, target, loss_mask, z_loss=self.z_loss)
 
     def init_weights(self):
-        """The HF initialisation of every module (spec linear.md §5), then weight tying. The HF models mark what they
-        initialised; after `to_empty` the memory is garbage, so every mark is cleared first."""
+        """The Hugging Face model's own initialisation of every module, then weight tying. The HF models mark what they
+        initialised; after `to_empty` the memory is garbage, so every mark is cleared first. Under FSDP2 the
+        parameters are shards (DTensors) by now, which `ShardedCopies` lets the HF init fill."""
         for item in [*self.modules(), *self.parameters(), *self.buffers()]:
             if hasattr(item, "_is_hf_initialized"):
                 del item._is_hf_initialized
-        self.trans.init_weights()
+        with ShardedCopies():
+            self.trans.init_weights()
+
+
+class ShardedCopies(TorchFunctionMode):
+    """Lets a whole-tensor copy fill an FSDP2 shard: `shard.copy_(whole)` keeps this rank's slice of `whole`.
+
+    The HF models initialise some parameters by drawing the whole tensor and copying it in (Mamba2's and GDN's decay
+    parameters); the trainer initialises after sharding, when each such parameter is this rank's DTensor shard.
+    Every rank draws the same whole tensor from the same seed, so each keeps its own slice and the shards together
+    hold exactly what an unsharded run draws. Every other operation runs unchanged.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.copy_ and hasattr(args[0], "device_mesh") and not hasattr(args[1], "device_mesh"):
+            from torch.distributed.tensor import distribute_tensor
+
+            shard, whole = args[0], args[1]
+            whole = distribute_tensor(whole.to(shard.device), shard.device_mesh, shard.placements, src_data_rank=None)
+            args = (shard, whole, *args[2:])
+        return func(*args, **kwargs)
 
 
 def get_no_recompute_ops():
@@ -172,6 +195,6 @@ def recurrent_state_size(config) -> int:
 def get_num_flop_per_token(num_params: int, model_args: LMTransformerArgs) -> float:
     """Training FLOPs per token: 6 per non-embedding parameter (num_params counts neither the embedding nor an untied
     head) plus the recurrence, which reads and updates each layer's state once per token (2 x 2 FLOPs per state
-    entry forward, x3 with backward). The reference used Llama's attention term here, which does not apply."""
+    entry forward, x3 with backward). Llama's attention term does not apply to these models."""
     state = recurrent_state_size(hf_config(model_args))
     return 6 * num_params + 12 * model_args.n_layers * state
