@@ -3,13 +3,9 @@ params.json -> config. The folders themselves (finding, reading, the Hub) are `l
 
 The trainer (apps/gla) holds the Hugging Face model as its child `trans`, so a Lingua state dict is this model's state
 dict with every name prefixed by "trans.". Its `model:` section (apps/gla's LMTransformerArgs, or the dict in
-params.json) becomes the config through the builder of each family (GLA5, GDN2, Mamba2), which the model classes
-expose as `build_config_from_yaml`.
+params.json) becomes the config fields of each family (GLA5, GDN2, Mamba2) here; each model class builds its config
+from them in `build_config_from_yaml`. (This file imports no configuration: a saved folder holds one model's.)
 """
-
-from .configuration_gated_deltanet_canon import GatedDeltaNetCanonConfig
-from .configuration_gla_canon import GLACanonConfig
-from .configuration_mamba2_canon import Mamba2CanonConfig
 
 TRAINER_PREFIX = "trans."
 
@@ -52,10 +48,10 @@ def lingua_fields(args, family: str, exact: bool = False) -> dict:
     )
 
 
-def gla_config_from_lingua(args) -> GLACanonConfig:
-    """The "GLA5" config of a Lingua model section (`args`: LMTransformerArgs, an attribute object or a dict)."""
+def gla_config_fields(args) -> dict:
+    """The "GLA5" config fields of a Lingua model section (`args`: LMTransformerArgs, an attribute object or a dict)."""
     fields = lingua_fields(args, "GLA5")
-    return GLACanonConfig(
+    return dict(
         **fields,
         norm_eps=model_arg(args, "norm_eps", 1e-5),
         use_short_conv="b" in fields["canon_set"],
@@ -69,11 +65,11 @@ def gla_config_from_lingua(args) -> GLACanonConfig:
     )
 
 
-def gdn_config_from_lingua(args) -> GatedDeltaNetCanonConfig:
-    """The "GDN2" config of a Lingua model section: head_dim = dim / n_heads (fla's 0.75 d sizing replaced),
+def gdn_config_fields(args) -> dict:
+    """The "GDN2" config fields of a Lingua model section: head_dim = dim / n_heads (fla's 0.75 d sizing replaced),
     value heads 2x wider, rank-16 output gate, MLP width hidden_dim or 2 * dim."""
     fields = lingua_fields(args, "GDN2")
-    return GatedDeltaNetCanonConfig(
+    return dict(
         **fields,
         norm_eps=model_arg(args, "norm_eps", 1e-5),
         use_short_conv="b" in fields["canon_set"],
@@ -86,8 +82,8 @@ def gdn_config_from_lingua(args) -> GatedDeltaNetCanonConfig:
     )
 
 
-def mamba2_config_from_lingua(args) -> Mamba2CanonConfig:
-    """The config of a Lingua model section with model_name "Mamba2": head_dim = 2 dim / n_heads, one group,
+def mamba2_config_fields(args) -> dict:
+    """The config fields of a Lingua model section with model_name "Mamba2": head_dim = 2 dim / n_heads, one group,
     state size `mamba_ssm` (64, 128 or 256; null means 256, anything else is an error), the conv dropped when
     "b" is not in canon_set, a gated MLP of width hidden_dim (or 2 dim) with mlp_type "mlp10". Lingua's norm_eps
     is stored under that name and not used: the published Mamba2 runs kept layer_norm_epsilon at 1e-5."""
@@ -101,7 +97,7 @@ def mamba2_config_from_lingua(args) -> Mamba2CanonConfig:
     elif state not in (64, 128, 256):
         raise ValueError(f"mamba_ssm={state!r}; expected the SSM state size 64, 128 or 256 (or null for 256)")
     noconv = "b" not in fields["canon_set"]
-    return Mamba2CanonConfig(
+    return dict(
         **fields,
         state_size=state,
         n_groups=1,

@@ -12,6 +12,8 @@ from torch import nn
 from transformers.generation import GenerationMixin
 from transformers.modeling_utils import PreTrainedModel
 
+# Remote-code loading copies into its module cache only the sibling files that this file imports itself, so it imports
+# every file the model needs, lingua_checkpoint.py (used by linear_common.py) included
 from .canon import canon_call, canon_swiglu, create_canon
 from .configuration_gated_deltanet_canon import GatedDeltaNetCanonConfig
 from .layers import RMSNorm, mlp_width, upcast
@@ -26,7 +28,8 @@ from .linear_common import (
     short_conv,
 )
 from .linear_recurrences import gated_delta_rule
-from .lingua_bridge import gdn_config_from_lingua
+from .lingua_bridge import gdn_config_fields
+from .lingua_checkpoint import find_lingua_folder  # noqa: F401 (see above)
 from .transformers_compat import cache_keys
 
 A_INIT_RANGE = (0.0, 16.0)  # A ~ U(0, 16), A_log = log A (Mamba2 uses U(1, 16))
@@ -160,7 +163,10 @@ class GatedDeltaNetCanonForCausalLM(LinearCanonLMMixin, GatedDeltaNetCanonPreTra
     _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
     backbone_class = GatedDeltaNetCanonModel
 
-    build_config_from_yaml = staticmethod(gdn_config_from_lingua)
+    @staticmethod
+    def build_config_from_yaml(args) -> GatedDeltaNetCanonConfig:
+        """The config of a Lingua `model:` section (see `lingua_bridge.gdn_config_fields`)."""
+        return GatedDeltaNetCanonConfig(**gdn_config_fields(args))
 
 
 GatedDeltaNetCanonConfig.register_for_auto_class()

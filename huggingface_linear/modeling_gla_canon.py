@@ -13,6 +13,8 @@ from transformers.activations import ACT2FN
 from transformers.generation import GenerationMixin
 from transformers.modeling_utils import PreTrainedModel
 
+# Remote-code loading copies into its module cache only the sibling files that this file imports itself, so it imports
+# every file the model needs, lingua_checkpoint.py (used by linear_common.py) included
 from .canon import canon_call, canon_swiglu, create_canon
 from .configuration_gla_canon import GLACanonConfig
 from .layers import RMSNorm, mlp_width, upcast
@@ -26,7 +28,8 @@ from .linear_common import (
     short_conv,
 )
 from .linear_recurrences import gla
-from .lingua_bridge import gla_config_from_lingua
+from .lingua_bridge import gla_config_fields
+from .lingua_checkpoint import find_lingua_folder  # noqa: F401 (see above)
 from .transformers_compat import cache_keys
 
 GATE_RANK = 16  # rank of the forget-gate projection gk_proj (always low-rank)
@@ -150,7 +153,10 @@ class GLACanonForCausalLM(LinearCanonLMMixin, GLACanonPreTrainedModel, Generatio
     _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
     backbone_class = GLACanonModel
 
-    build_config_from_yaml = staticmethod(gla_config_from_lingua)
+    @staticmethod
+    def build_config_from_yaml(args) -> GLACanonConfig:
+        """The config of a Lingua `model:` section (see `lingua_bridge.gla_config_fields`)."""
+        return GLACanonConfig(**gla_config_fields(args))
 
 
 GLACanonConfig.register_for_auto_class()

@@ -14,6 +14,8 @@ from torch import nn
 from transformers.generation import GenerationMixin
 from transformers.modeling_utils import PreTrainedModel
 
+# Remote-code loading copies into its module cache only the sibling files that this file imports itself, so it imports
+# every file the model needs, lingua_checkpoint.py (used by linear_common.py) included
 from .canon import canon_call, canon_swiglu, create_canon, init_canon
 from .configuration_mamba2_canon import Mamba2CanonConfig
 from .layers import RMSNorm, init_normal, upcast
@@ -26,7 +28,8 @@ from .linear_common import (
     short_conv,
 )
 from .linear_recurrences import ssd
-from .lingua_bridge import mamba2_config_from_lingua
+from .lingua_bridge import mamba2_config_fields
+from .lingua_checkpoint import find_lingua_folder  # noqa: F401 (see above)
 from .transformers_compat import GradientCheckpointingLayer, cache_keys, init
 
 A_INIT_RANGE = (1.0, 16.0)  # A ~ U(1, 16), A_log = log A (GDN uses U(0, 16))
@@ -213,7 +216,10 @@ class Mamba2CanonForCausalLM(LinearCanonLMMixin, Mamba2CanonPreTrainedModel, Gen
     backbone_class = Mamba2CanonModel
     float_logits = True
 
-    build_config_from_yaml = staticmethod(mamba2_config_from_lingua)
+    @staticmethod
+    def build_config_from_yaml(args) -> Mamba2CanonConfig:
+        """The config of a Lingua `model:` section (see `lingua_bridge.mamba2_config_fields`)."""
+        return Mamba2CanonConfig(**mamba2_config_fields(args))
 
 
 Mamba2CanonConfig.register_for_auto_class()
