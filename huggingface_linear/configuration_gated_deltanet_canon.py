@@ -7,9 +7,9 @@ ATTN_MODES = ("chunk", "fused_recurrent")  # one computation here; kept for conf
 
 
 class GatedDeltaNetCanonConfig(PreTrainedConfig):
-    """Every field and default of the reference config; the published `*_model_HF.json` files load unchanged.
+    """Every field and default of the published configs: their `*_model_HF.json` files load unchanged.
 
-    An optional `mlp_type="mlp10"` (an extra attribute, as in the reference) makes the MLP width 2 * hidden_size.
+    An optional `mlp_type="mlp10"` (an extra attribute of the published configs) makes the MLP width 2 * hidden_size.
     Stored for compatibility only: attn_mode, max_position_embeddings, fuse_swiglu, fuse_cross_entropy.
     """
 

@@ -7,7 +7,7 @@ ATTN_MODES = ("chunk", "fused_recurrent", "fused_chunk")  # one computation here
 
 
 class GLACanonConfig(PreTrainedConfig):
-    """Every field and default of the reference config; the published `*_model_HF.json` files load unchanged.
+    """Every field and default of the published configs: their `*_model_HF.json` files load unchanged.
 
     Read by the model: sizes, expand_k/expand_v, num_heads, feature_map, use_short_conv/conv_size, use_output_gate,
     output_gate_rank, clamp_min, norm_eps, initializer_range, zeyuan_split_init, zeyuan_layernorm, fuse_norm (key

@@ -7,12 +7,12 @@ from .transformers_compat import PreTrainedConfig
 
 
 class Mamba2CanonConfig(PreTrainedConfig):
-    """Every field and default of the reference config; the published `*_model_HF.json` files load unchanged.
+    """Every field and default of the published configs: their `*_model_HF.json` files load unchanged.
 
     `mlp_type="mlp10"` adds a gated MLP of width `intermediate_size` (None: 2 * hidden_size) after the mixer; without
     it the blocks are plain Mamba2. `noconv1d=True` replaces the mixer's short convolution by the identity (the
     recipes' variants all keep it). `time_step_rank`, `time_step_min/max/floor` and `rms_norm` only shape the
-    initialisation or are unused, as in the reference; extra keys such as `norm_eps` are stored and ignored.
+    initialisation or are unused, as in the published models; extra keys such as `norm_eps` are stored and ignored.
     """
 
     model_type = "Mamba2Canon"

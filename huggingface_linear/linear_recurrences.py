@@ -3,7 +3,7 @@ Mamba2's state-space duality (SSD).
 
 Each comes in three forms computing the same numbers:
 - `*_step`: one token, used for decoding;
-- `naive_*`: the step applied token by token (the readable definition, and the reference the tests hold to);
+- `naive_*`: the step applied token by token (the readable definition, and the oracle the tests hold to);
 - `chunk_*`: the parallel form used for training and prefill. The sequence is cut into chunks; inside a chunk the
   outputs are batched matrix products, and the chunks are visited in order, each reading the state left by the one
   before. A chunk's work is done while its tensors are small (a few hundred KiB, in cache): whole-sequence
