@@ -5,11 +5,13 @@ document resets), attention, feed-forward, the block, and the base model. `apps/
 embedding, final norm and output head (`LMTransformer`). Generation passes an `InferenceCache` (keys/values and Canon
 conv states, `lingua/generation_cache.py`); without one every module runs its training path unchanged.
 
-Parameter names and state-dict order are the reference's (spec llamacanon.md §12.8), so checkpoints load into
-`huggingface.LlamaCanonForCausalLM` through `load_from_lingua_state`. The Canon layer is `lingua/canon.py`, a link
-to the Hugging Face package's flat `canon.py` (torch only: this library imports no transformers), so both sides run
-one implementation: its causal-conv1d and recomputing eager paths, and under torch.compile the shifted formulation
-that inductor fuses with the RMSNorm, residual and SwiGLU around each Canon site.
+Parameter names and state-dict order are those of the published LlamaCanon checkpoints, which
+`huggingface.LlamaCanonForCausalLM` loads through `load_from_lingua_state`. The Canon layer is `lingua/canon.py` and
+RMSNorm, the causal mask and the MLP width are `lingua/layers.py`: links to the Hugging Face package's flat, torch-only
+files (this library imports no transformers), so both sides run one implementation: the causal-conv1d and recomputing
+eager paths, and under torch.compile the shifted formulation that inductor fuses with the RMSNorm, residual and
+SwiGLU around each Canon site. q, k and v (and gate and up) keep three (two) projections here, so that under compile
+Canon-B (Canon-D) runs on each part alone and [q | k | v] is never written out.
 """
 
 import math
@@ -19,15 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lingua.canon import (
-    ShortConvolution,
-    canon_parts,
-    canon_swiglu,
-    create_canon,
-    norm_then_canon,
-    rms_normalize,
-    upcast,
-)
+from lingua.canon import ShortConvolution, canon_parts, canon_swiglu, create_canon, norm_then_canon
+from lingua.layers import RMSNorm, causal_mask, mlp_width, upcast
 
 CANON_SITES = "ABCD"
 INIT_STD_FACTORS = ("disabled", "global_depth", "current_depth", "dim_ratio")
@@ -69,12 +64,7 @@ def attention_shape(args: BaseTransformerArgs) -> tuple[int, int, int]:
 
 def ffn_hidden_dim(args: BaseTransformerArgs) -> int:
     """The MLP width F: `hidden_dim` if set, else 2/3 of 4*dim, times ffn_dim_multiplier, rounded up to multiple_of."""
-    if args.hidden_dim is not None:
-        return args.hidden_dim
-    width = int(2 * (4 * args.dim) / 3)
-    if args.ffn_dim_multiplier is not None:
-        width = int(args.ffn_dim_multiplier * width)
-    return args.multiple_of * math.ceil(width / args.multiple_of)
+    return mlp_width(args.dim, args.hidden_dim, multiplier=args.ffn_dim_multiplier, multiple_of=args.multiple_of)
 
 
 def rotary_dim(args: BaseTransformerArgs) -> int:
@@ -103,7 +93,7 @@ def check_args(args: BaseTransformerArgs) -> None:
 def init_std_factor(mode: str, depth: int, n_layers: int, dim: int) -> float:
     """Divisor of the output-projection init std of the layer at 0-based `depth`.
 
-    global_depth uses sqrt(2 * (n_layers + 1)), which is what the reference computes (its comment says 2 * n_layers).
+    global_depth uses sqrt(2 * (n_layers + 1)), as the published runs were trained (not sqrt(2 * n_layers)).
     """
     return {
         "disabled": 1.0,
@@ -128,7 +118,7 @@ def cross_entropy(logits, target, loss_mask=None, z_loss=False, z_loss_logz=Fals
 
     loss_mask: optional, same shape as target; positions where it is 0 contribute nothing, and the mean is over the
         remaining positions (0 when none remain).
-    z_loss: the reference's "z-loss", kept under its name so recipes train as published: every token's NLL l
+    z_loss: the recipes' "z-loss", kept under its name so recipes train as published: every token's NLL l
         becomes l + 1e-4 * l**2 (a squared-NLL penalty, *not* the log-partition z-loss).
     z_loss_logz: the standard (PaLM) z-loss: + 1e-4 * logsumexp(logits)**2 per token, pulling log Z towards 0.
     Both options may be combined; each adds its own term.
@@ -149,23 +139,8 @@ def cross_entropy(logits, target, loss_mask=None, z_loss=False, z_loss_logz=Fals
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# RMSNorm and rotary embeddings
+# Rotary embeddings (RMSNorm is layers.py's, shared with the Hugging Face models)
 # ----------------------------------------------------------------------------------------------------------------
-
-
-class RMSNorm(nn.Module):
-    """x / rms(x) * weight, statistics in fp32 (the same function as the Hugging Face side and the fused path)."""
-
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        return rms_normalize(x, self.weight, self.eps)[0]
-
-    def reset_parameters(self):
-        nn.init.ones_(self.weight)
 
 
 class RotaryEmbedding(nn.Module):
@@ -246,8 +221,8 @@ class Attention(nn.Module):
         q, k, v = self.wq(x), self.wk(x), self.wv(x)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
-        if hasattr(self, "canonB"):  # on [q | k | v]; under compile fused into the projections' outputs, no concat
-            q, k, v = canon_parts(self.canonB, (q, k, v), cache, "canonB", _mask(cache), doc_ids)
+        # Canon-B on [q | k | v]; under compile fused into the projections' outputs, no concat
+        q, k, v = canon_parts(getattr(self, "canonB", None), (q, k, v), cache, "canonB", _mask(cache), doc_ids)
         q = apply_rotary_emb(q.view(B, T, self.n_heads, self.head_dim), *rope)
         k = apply_rotary_emb(k.view(B, T, self.n_kv_heads, self.head_dim), *rope)
         v = v.view(B, T, self.n_kv_heads, self.head_dim)
@@ -288,10 +263,8 @@ class FeedForward(nn.Module):
             self.canonD = create_canon(2 * self.hidden_dim, args)
 
     def forward(self, x, doc_ids=None, cache=None):
+        # Canon-D (when on) takes [w1 x | w3 x] as the pair: under compile it fuses with SiLU and the product
         canon = getattr(self, "canonD", None)
-        if canon is None:
-            return self.w2(F.silu(self.w1(x)) * self.w3(x))
-        # Canon-D on [w1 x | w3 x], given as the pair: under compile it fuses with SiLU and the product, no concat
         return self.w2(canon_swiglu((self.w1(x), self.w3(x)), canon, cache, "canonD", _mask(cache), doc_ids))
 
     def reset_parameters(self, init_std=None, factor=1.0):
@@ -308,7 +281,7 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block; Canon-A after attention_norm, Canon-C after ffn_norm (registration order as the reference)."""
+    """Pre-norm block; Canon-A after attention_norm, Canon-C after ffn_norm (registered in the checkpoints' order)."""
 
     def __init__(self, args: BaseTransformerArgs):
         super().__init__()
@@ -326,10 +299,10 @@ class TransformerBlock(nn.Module):
         return norm_then_canon(h, norm.weight, norm.eps, canon, cache, site, _mask(cache), doc_ids)
 
     def forward(self, x, rope, attn_mask=None, doc_ids=None, cache=None):
-        h = x + self.attention(
-            self._norm_then_canon(x, self.attention_norm, "canonA", doc_ids, cache), rope, attn_mask, doc_ids, cache
-        )
-        return h + self.feed_forward(self._norm_then_canon(h, self.ffn_norm, "canonC", doc_ids, cache), doc_ids, cache)
+        u = self._norm_then_canon(x, self.attention_norm, "canonA", doc_ids, cache)
+        h = x + self.attention(u, rope, attn_mask, doc_ids, cache)
+        u = self._norm_then_canon(h, self.ffn_norm, "canonC", doc_ids, cache)
+        return h + self.feed_forward(u, doc_ids, cache)
 
     def init_weights(self, init_std=None, factor=1.0):
         self.attention.reset_parameters(init_std, factor)
@@ -348,10 +321,7 @@ def attention_mask(doc_ids, T, sliding_window, device):
     if doc_ids is None and sliding_window is None:
         return None
     pos = torch.arange(T, device=device)
-    allowed = pos[None, :] <= pos[:, None]
-    if sliding_window is not None:
-        allowed = allowed & (pos[:, None] - pos[None, :] < sliding_window)
-    allowed = allowed[None]
+    allowed = causal_mask(pos, pos, sliding_window)[None]
     if doc_ids is not None:
         allowed = allowed & (doc_ids[:, :, None] == doc_ids[:, None, :])
     return allowed[:, None]

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from lingua.transformer import BaseTransformer, BaseTransformerArgs, RMSNorm, cross_entropy, document_ids, trunc_normal_
+from lingua.layers import RMSNorm
+from lingua.transformer import BaseTransformer, BaseTransformerArgs, cross_entropy, document_ids, trunc_normal_
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa",)
 
@@ -22,7 +23,7 @@ class LMTransformerArgs(BaseTransformerArgs):
     vocab_size: int = -1  # filled in from the tokenizer by the trainer
     weight_tying: bool = False
     attn_impl: str = "sdpa"
-    z_loss: bool = False  # the reference's squared-NLL penalty l + 1e-4 l^2 (see lingua.transformer.cross_entropy)
+    z_loss: bool = False  # squared-NLL penalty l + 1e-4 l^2, as the recipes train (lingua.transformer.cross_entropy)
     sliding_window: int | None = None  # attend to at most this many keys back (None: whole causal prefix)
     z_loss_logz: bool = False  # the standard log-partition z-loss 1e-4 * logsumexp(logits)^2
     document_mask: bool = False  # attention and Canon layers stay within documents (a BOS token starts one)
@@ -70,7 +71,7 @@ class LMTransformer(BaseTransformer):
 
         loss_mask [B, T] (1 = train on this position) excludes positions from the mean loss.
         tok_idx: RoPE positions ([T] or [B, T]), default 0..T-1 in every row.
-        cache: a lingua.transformer.InferenceCache (generation) that these tokens extend.
+        cache: a lingua.generation_cache.InferenceCache (generation) that these tokens extend.
         """
         doc_ids = None if self.bos_id is None or cache is not None else document_ids(token_values, self.bos_id)
         h = super().forward(self.tok_embeddings(token_values), tok_idx, doc_ids, self.sliding_window, cache)
