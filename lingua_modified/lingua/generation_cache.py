@@ -8,6 +8,8 @@ builds one, so the model code needs nothing from this module.
 
 import torch
 
+from lingua.layers import causal_mask
+
 
 class InferenceCache:
     """What generation keeps between forward calls: `length` filled slots of every layer's keys and values
@@ -44,10 +46,7 @@ class InferenceCache:
         if not self.padded and sliding_window is None and (self.length == 0 or T == 1):
             return positions, None  # plain causal prefill, or one query that sees every cached key
         keys = torch.arange(self.length + T, device=device)
-        allowed = keys[None, :] <= slots[:, None]
-        if sliding_window is not None:
-            allowed = allowed & (slots[:, None] - keys[None, :] < sliding_window)
-        allowed = allowed[None]
+        allowed = causal_mask(slots, keys, sliding_window)[None]
         if self.padded:
             # a padding query keeps itself so that its softmax has one term (its output is never used)
             allowed = (allowed & (keys[None, None, :] >= pad[:, None, None])) | (keys[None, :] == slots[:, None])

@@ -10,7 +10,6 @@ FSDP2, seeding with `model.seed`). `build_fsdp_grouping_plan`, `get_no_recompute
 are the trainer's hooks, as in apps/main.
 """
 
-import weakref
 from dataclasses import dataclass, fields
 
 import torch
@@ -20,7 +19,6 @@ from torch.overrides import TorchFunctionMode
 from huggingface_linear import (
     GatedDeltaNetCanonForCausalLM,
     GLACanonForCausalLM,
-    LinearCanonCache,
     Mamba2CanonForCausalLM,
 )
 from lingua.transformer import BaseTransformerArgs, cross_entropy
@@ -105,7 +103,6 @@ class LMTransformer(nn.Module):
         self.z_loss = args.z_loss
         self.max_seqlen = args.max_seqlen
         self.trans = model_class(args)(hf_config(args))
-        self.generation_states = weakref.WeakKeyDictionary()  # InferenceCache -> its LinearCanonCache
 
     @property
     def layers(self):
@@ -117,17 +114,13 @@ class LMTransformer(nn.Module):
         loss_mask [B, T] (1 = train on this position) excludes positions from the mean loss. attention_mask [B, T]
         (1 = real token) marks padding, which the models keep out of every conv and recurrent state. Training passes
         neither mask to the model: packed documents run through one recurrence, as the published runs trained.
-        cache: the lingua.generation_cache.InferenceCache of generation (apps.main.generate drives both apps'
-        models): it gives each row's left padding and counts the tokens; the recurrent, conv and Canon states that
-        these tokens extend live in a LinearCanonCache kept for it here.
+        cache: the LinearGenerationCache of generation (apps/gla/generation_cache.py, which this app's ModelSpec
+        declares): it counts the new tokens in and gives the mask of every slot so far (left padding is 0), and its
+        LinearCanonCache holds the recurrent, conv and Canon states that these tokens extend.
         """
         states = None
         if cache is not None:
-            states = self.generation_states.setdefault(cache, LinearCanonCache())
-            length = cache.length + token_values.shape[1]
-            slots = torch.arange(length, device=token_values.device)
-            attention_mask = (slots[None] >= cache.pad.to(token_values.device)[:, None]).long()
-            cache.length = length
+            attention_mask, states = cache.attention_mask(token_values.shape[1], token_values.device), cache.states
         logits = self.trans(
             token_values, attention_mask=attention_mask, past_key_values=states, use_cache=cache is not None
         ).logits
