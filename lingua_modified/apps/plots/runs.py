@@ -6,7 +6,6 @@ and `metrics.eval.jsonl` (one line per evaluated checkpoint: `created_at`, `glob
 lm-eval returned, e.g. `"piqa": {"alias": "piqa", "acc,none": 0.61, "acc_stderr,none": 0.01}`).
 """
 
-import importlib
 import json
 import math
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from apps.main.generate import spec_for_checkpoint
 from lingua.args import ConfigError, dataclass_from_dict, load_yaml
 
 CANON_SITES = (
@@ -110,21 +110,19 @@ def tokens_per_step(config: dict, path: Path) -> int:
 
 def model_size(model: dict, path: Path) -> tuple[str, int]:
     """(family, parameter count without Canon layers), counted on the meta device with the app that trains the model
-    (apps.gla when the model section names a linear `model_name`, else apps.main): exact, and allocates nothing."""
-    linear = "model_name" in model
-    module_name = "apps.gla.transformer" if linear else "apps.main.transformer"
+    (the one generation resolves a checkpoint's model section to): exact, and allocates nothing."""
     try:
-        module = importlib.import_module(module_name)
+        spec = spec_for_checkpoint(model)
     except ImportError as error:
-        raise PlotError(f"{path} describes a model of {module_name}, which cannot be imported ({error})") from None
+        raise PlotError(f"{path} describes a model whose app cannot be imported ({error})") from None
     baseline = dict(model, canon_set="".join(c for c in str(model.get("canon_set", "")) if c not in CANON_SITES))
     try:
-        args = dataclass_from_dict(module.LMTransformerArgs, baseline, strict=False)
+        args = dataclass_from_dict(spec.model_args, baseline, strict=False)
         with torch.device("meta"):
-            network = module.LMTransformer(args)
+            network = spec.build(args)
     except (ConfigError, ValueError, TypeError) as error:
         raise PlotError(f"{path}: cannot build its model to count the parameters ({error})") from None
-    family = str(model["model_name"]) if linear else "Llama"
+    family = str(getattr(args, "model_name", "Llama"))  # the linear apps name their family; apps.main is Llama
     return family, sum(p.numel() for p in network.parameters())
 
 
