@@ -30,7 +30,7 @@ from make_recipes import markdown_table, published_recipe, write_recipe_folder  
 
 @dataclass(frozen=True)
 class Size:
-    """What a model size fixes (spec linear.md §8.1): architecture, tokenizer, context, GPUs and schedule."""
+    """What a model size fixes in the published runs: architecture, tokenizer, context, GPUs and schedule."""
 
     dim: int
     n_layers: int
@@ -66,12 +66,12 @@ FAMILIES = {  # model keys of each family
     "Mamba2": dict(model_name="Mamba2", mamba_ssm=128, mlp_type="mlp10"),
 }
 VARIANTS = {"Canon": "AbbCD", "conv": "bb"}  # Canon A, C, D plus the model's own short conv; the conv alone
-# The published set's irregularities (spec linear.md §8.5), kept so that every run is the published one:
+# The published set's irregularities, kept so that every run is the published one:
 # zeyuan_layernorm (it only names the GLA/GDN output norm `g_norm` in the checkpoint; same function) is on for every
 # 8B GLA5/GDN2 run and for GLA5Canon-3B-lr0.005, and three 8B runs saved a checkpoint every 3000 steps, not 1500.
 ZEYUAN_LAYERNORM = {"GLA5Canon-3B-Nemo-1T-lr0.005"}
 DUMP_EVERY_3000 = {"GLA5conv-8B-Nemo-1T-lr0.002", "GLA5conv-8B-Nemo-1T-lr0.003", "Mamba2conv-8B-Nemo-1T-lr0.002"}
-DATA_SOURCE = "quality=high=shuffled"  # the Nemotron-CC folder the reference trained on
+DATA_SOURCE = "quality=high=shuffled"  # the Nemotron-CC folder the published runs trained on
 
 
 @dataclass(frozen=True)

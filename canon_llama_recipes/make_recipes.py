@@ -3,7 +3,7 @@
     python canon_llama_recipes/make_recipes.py           # write <name>.yaml for every run and the README table
     python canon_llama_recipes/make_recipes.py --check   # exit 1 if a checked-in file differs from what it writes
 
-Each recipe is the published run (spec llamacanon.md §13, lingua.md §7.3) in the trainer's YAML form; it loads
+Each recipe is the published run (model, data, schedule and evaluation as released) in the trainer's YAML form; it loads
 strictly into `apps.main.train.TrainArgs`. The parameter counts in the README come from building every model on the
 meta device, so they are the trainer's own numbers.
 
@@ -44,7 +44,7 @@ EVAL_TASKS = [
         "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
     },
     "triviaqa",
-    # the reference listed mmlu in the two Llama-8B recipes only, yet published MMLU curves for all 16 runs
+    # the released configs list mmlu in the two Llama-8B recipes only, yet MMLU curves were published for all 16 runs
     "mmlu",
 ]
 

@@ -3,7 +3,7 @@
     python canon_llama_results/make_tables.py           # rewrite the generated block of both READMEs
     python canon_llama_results/make_tables.py --check   # exit 1 if a README differs from what it writes
 
-The CSVs hold the numbers exactly as the reference published them (each row names its source figure, table or
+The CSVs hold the numbers exactly as they were published (each row names its source figure, table or
 PDF); nothing here corrects them. What the script derives (the best over learning rates, the check of the published
 averages against the mean of their columns) is labelled as derived in the READMEs.
 """
@@ -23,7 +23,7 @@ from make_recipes import markdown_table, with_generated_block, write_or_check  #
 
 SCRIPT = "make_tables.py"
 TASKS = ["LMB", "PIQA", "Hella", "Wino", "ARC-e", "ARC-c", "SIQA", "BoolQ", "COPA", "OBQA", "RACE", "CSQA", "MMLU"]
-AVG10_TASKS = [task for task in TASKS if task not in ("LMB", "BoolQ", "COPA")]  # the reference's "Avg10"
+AVG10_TASKS = [task for task in TASKS if task not in ("LMB", "BoolQ", "COPA")]  # the published "Avg10"
 PERPLEXITIES = ["Wiki ppl", "LMB ppl"]  # lower is better
 ROUNDING = 0.1  # published cells and averages are rounded to 0.1: the mean of rounded cells may differ by this much
 
@@ -53,7 +53,7 @@ def column_means(row: dict) -> tuple[float, float]:
 
 def best_over_lr(rows: list[dict]) -> dict[str, dict]:
     """Per run without its learning rate (e.g. `LlamaCanon-1B-Nemo-1T`): the best cell over its learning rates (max
-    accuracy, min perplexity) and the averages of those bests, as the reference's *_best PDFs compute them."""
+    accuracy, min perplexity) and the averages of those bests, as the published *_best PDFs compute them."""
     groups = defaultdict(list)
     for row in rows:
         group, lr = re.fullmatch(r"(.+)-lr([0-9.]+)", row["run"]).groups()

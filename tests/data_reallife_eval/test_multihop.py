@@ -107,7 +107,7 @@ def test_samples_are_reproducible_and_seeded(tokenizer):
 
 
 def test_asked_person_is_not_always_the_first_fact(builder):
-    """The reference always asked the first fact's person; here every position is asked about equally often."""
+    """The asked person is not always the first fact's: every position is asked about equally often."""
     positions = collections.Counter()
     for index in range(250):
         sample = builder.sample(1, "0k", index)

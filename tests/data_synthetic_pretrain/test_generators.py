@@ -84,7 +84,7 @@ def test_depo_node_count_and_hop_distributions_match_the_spec():
     mean = sum(n * w for n, w in weights.items()) / total
     std = math.sqrt(sum((n - mean) ** 2 * w for n, w in weights.items()) / total)
     sample_mean = statistics.mean(power_law_size(rng, N) for _ in range(draws))
-    assert abs(mean - 110) < 2  # the reference's measured mean for N=375
+    assert abs(mean - 110) < 2  # the mean size of the published generator for N=375
     assert abs(sample_mean - mean) < 4 * std / math.sqrt(draws)
     ks = Counter(q["k"] for i in range(300) for q in make_sample("depo", "depo1-375", "train", 0, i)["meta"]["queries"])
     assert set(ks) == set(range(1, 9))
@@ -170,7 +170,7 @@ def test_cli_generates_and_verifies(tmp_path):
 @pytest.mark.parametrize(
     "tokens",
     [
-        [9999, 20, 5, 5003, 7, 5018, 5013, 24, 5007],  # + 3 (* 18 13) = 7, the reference's examples
+        [9999, 20, 5, 5003, 7, 5018, 5013, 24, 5007],  # + 3 (* 18 13) = 7, the published examples
         [9998, 10, 2, 5012, 5009, 14, 5003],
         [9998, 30, 6, 2, 5017, 5, 5012, 5022, 5010, 34, 5019],
         [9999, 30, 2, 2, 5011, 5018, 3, 5009, 5004, 34, 5003],

@@ -99,8 +99,8 @@ def test_reference_format_config_loads_with_its_rules_and_id_layout():
     assert grammar.rules[13] == ((12, 10), (10, 12))
     assert grammar.rules[10] == ((8, 8), (9, 9, 7)) and grammar.rules[12] == ((9, 8), (7, 9, 8))
     assert grammar.rules[7] == ((1, 2, 3), (2, 2, 2)) and grammar.rules[9] == ((2, 1), (3, 2))
-    assert grammar.config["disallow_duplicate_seq"] is True  # "true" strings become booleans, as in the reference
-    # the reference's sampler draws randint(0, #rules - 1) per node in pre-order: the original's sample for Random(5)
+    assert grammar.config["disallow_duplicate_seq"] is True  # "true" strings become booleans
+    # the sampler draws randint(0, #rules - 1) per node in pre-order: the published sample for Random(5)
     rng = random.Random(5)
 
     def expand(symbol):
@@ -302,7 +302,7 @@ def test_log_products_are_exact_over_a_huge_dynamic_range():
 
 
 def test_parse_counts_multiply_over_children():
-    # the reference adds the children's counts on ties: here 2 * 2 parses, not 2 + 2
+    # counts multiply over the children (adding them would be wrong on ties): here 2 * 2 parses, not 2 + 2
     config = {
         "depth": 2, "sizes": [1, 2, 1], "idx": [[6], [4, 5], [1]],
         "all": [

@@ -84,7 +84,7 @@ CANON_FIELDS = dict(canon_bias=False, canon_activation=False, canon_kernel=4, ca
 
 
 def hf_json(family, variant, size, zeyuan_layernorm=None):
-    """The `*_model_HF.json` dict of one recipe (spec 8.3 field lists)."""
+    """The `*_model_HF.json` dict of one recipe (the published field lists)."""
     d, L, H, V, width = SIZES[size]
     canon_set = "AbbCD" if variant == "Canon" else "bb"
     zl = size == "8B" if zeyuan_layernorm is None else zeyuan_layernorm
@@ -123,7 +123,7 @@ def hf_json(family, variant, size, zeyuan_layernorm=None):
 
 
 def lingua_json(family, variant, size, zeyuan_layernorm=None):
-    """The `model` section of a recipe (`*_model_lingua.json`): LMTransformerArgs fields (spec 7.1, 8.2)."""
+    """The `model` section of a recipe (`*_model_lingua.json`): LMTransformerArgs fields."""
     d, L, H, V, width = SIZES[size]
     fields = dict(
         dim=d, n_layers=L, head_dim=None, n_heads=H, n_kv_heads=None, ffn_dim_multiplier=None, multiple_of=256,
@@ -184,7 +184,7 @@ def test_lingua_json_builds_the_same_config_as_the_hf_json(family, variant, size
     published = config_class(**hf_json(family, variant, size))
     expected = model_fields(published)
     got = model_fields(built)
-    if family == "Mamba2":  # the yaml's tuple vs the json's list (spec 4.2)
+    if family == "Mamba2":  # the yaml's tuple vs the json's list
         got["time_step_limit"] = list(got["time_step_limit"])
     assert got == expected
 

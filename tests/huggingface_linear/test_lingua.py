@@ -1,4 +1,4 @@
-"""The state-dict bridge from Lingua checkpoints (spec 7.1): names are "trans." + the HF names."""
+"""The state-dict bridge from Lingua checkpoints: names are "trans." + the HF names."""
 
 import json
 

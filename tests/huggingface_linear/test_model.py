@@ -34,8 +34,8 @@ def incremental_logits(model, ids, chunks):
 
 @pytest.mark.parametrize("arch, canon_set", DECODE_MATRIX)
 def test_cached_decoding_equals_the_full_forward(make_model, arch, canon_set):
-    """Token by token after a prefill, and chunked prefill: every Canon/conv/recurrent state carries over (the
-    reference loses the layer-0 Canon-A state here)."""
+    """Token by token after a prefill, and chunked prefill: every Canon/conv/recurrent state carries over
+    (the layer-0 Canon-A state included)."""
     model = make_model(arch, canon_set).double()
     ids = torch.randint(3, VOCAB, (2, 13))
     with torch.no_grad():
@@ -182,7 +182,7 @@ def test_config_switches_and_tuples_follow_transformers(make_model, arch):
 
 
 def test_reference_argument_names_are_accepted(make_model):
-    """Mamba2's `cache_params` and GLA's `num_logits_to_keep` (the reference's names) alias the standard ones."""
+    """Mamba2's `cache_params` and GLA's `num_logits_to_keep` (older transformers names) alias the standard ones."""
     model = make_model("mamba2", "AbbCD")
     ids = torch.randint(3, VOCAB, (1, 6))
     with torch.no_grad():
@@ -222,7 +222,7 @@ def test_canon_layers_keep_pytorch_default_init(make_config, arch):
 @pytest.mark.parametrize("split_init", [True, False])
 def test_zeyuan_split_init_is_honoured(make_config, arch, split_init):
     """With zeyuan_split_init each half of a rank-r pair has std sqrt(0.02) / r^(1/4); without, plain 0.02 (the
-    reference applies the scaling whatever the flag says)."""
+    flag decides the scaling)."""
     from .conftest import MODEL_CLASSES
 
     torch.manual_seed(0)

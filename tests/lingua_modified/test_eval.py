@@ -106,7 +106,7 @@ def test_loglikelihood_scores_exactly_the_continuation_even_a_single_token(lingu
         whole = ids + list(continuation.encode())
         expected = logprobs_of(model, whole)[len(ids) - 1 :]  # the positions that predict the continuation
         assert logprob == pytest.approx(expected.sum().item(), abs=1e-4)
-        assert logprob < 0  # the reference scored one-token continuations as 0 (log-probability 1)
+        assert logprob < 0  # a one-token continuation is scored too, not counted as 0 (log-probability 1)
         with torch.no_grad():
             argmax = model(torch.tensor([whole[:-1]]))[0, len(ids) - 1 :].argmax(-1)
         assert greedy == bool((argmax == torch.tensor(whole[len(ids) :])).all())

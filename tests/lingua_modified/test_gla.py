@@ -42,7 +42,7 @@ TINY = {
     "mamba2": dict(model_name="Mamba2", dim=32, n_layers=2, n_heads=4, canon_set="AbbCD", mamba_ssm=64,
                    mlp_type="mlp10"),
 }  # fmt: skip
-# spec linear.md §8.4: GLA5Canon / GDN2Canon / Mamba2Canon 1B (embedding and head included)
+# the published parameter counts of GLA5Canon / GDN2Canon / Mamba2Canon 1B (embedding and head included)
 PARAMETERS_1B = {"gla5": 1_345_183_744, "gdn2": 1_345_135_360, "mamba2": 1_354_302_592}
 TIMEOUT = 300
 
@@ -121,7 +121,7 @@ def test_training_lowers_the_loss_and_the_checkpoint_loads_into_huggingface_line
     folder = consolidate_checkpoint(step)
     lingua, tokenizer = load_consolidated_model_and_tokenizer(folder, "cpu", "fp32")
     state = torch.load(folder / "consolidated.pth", weights_only=True)["model"]
-    assert all(key.startswith("trans.") for key in state)  # spec linear.md §7.1: "trans." + the HF names
+    assert all(key.startswith("trans.") for key in state)  # a Lingua checkpoint's names: "trans." + the HF names
 
     cls = HF_CLASSES[family]
     from_folder = cls.from_pretrained(str(step), variant="consolidated")
@@ -196,7 +196,7 @@ def test_init_weights_after_to_empty_initialises_every_tensor_reproducibly(famil
         elif name.endswith("lm_head.weight"):
             assert not torch.equal(x, z)
             std = a.trans.config.initializer_range
-            assert 0.8 * std < x.std() < 1.2 * std  # the HF init (spec linear.md §5), not to_empty's garbage
+            assert 0.8 * std < x.std() < 1.2 * std  # the HF init (normal, initializer_range), not to_empty's garbage
 
 
 @pytest.mark.parametrize("family", sorted(TINY))
@@ -221,7 +221,7 @@ def test_1B_configs_build_the_published_models(family):
     with torch.device("meta"):
         model = LMTransformer(args.model)
     assert sum(p.numel() for p in model.parameters()) == PARAMETERS_1B[family]
-    # every recipe's recurrent memory is 256 d per layer (spec linear.md §8.3)
+    # every recipe's recurrent memory is 256 d per layer (how the published sizes were matched)
     assert recurrent_state_size(model.trans.config) == 256 * args.model.dim
     assert get_num_flop_per_token(0, args.model) == 12 * 24 * 256 * 2048
 
@@ -234,7 +234,7 @@ def test_fields_the_linear_models_do_not_use_are_refused():
 
 
 def test_eval_account_qos_and_exclude_reach_the_submitted_eval_job(monkeypatch):
-    """The reference's gla TrainArgs keys set the SLURM options of async evaluation jobs; empty keeps the job's own."""
+    """The linear recipes' TrainArgs keys set the SLURM options of async evaluation jobs; empty keeps the job's own."""
     submitted = []
     monkeypatch.setattr(stool, "launch_job", lambda args, env: submitted.append(args) or "42")
     monkeypatch.setenv("SLURM_JOB_QOS", "normal")

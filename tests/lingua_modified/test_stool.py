@@ -209,7 +209,7 @@ def test_slurm_durations_and_eval_job_shapes():
     assert [parse_slurm_minutes(t) for t in ("30", "30:00", "2:00:00", "1-00:00:00", "0:30", "infinite")] == [
         30, 30, 120, 1440, 1, None,
     ]  # fmt: skip
-    # async_eval_gpus below 8 gives one node with that many GPUs (the reference asked for 0 nodes), 0 a CPU task
+    # async_eval_gpus below 8 gives one node with that many GPUs (never 0 nodes), 0 a CPU task
     assert [eval_job_shape(n) for n in (0, 1, 4, 8, 16, 24)] == [(1, 0), (1, 1), (1, 4), (1, 8), (2, 8), (3, 8)]
     for bad in (-1, 12):
         with pytest.raises(ValueError, match=f"async_eval_gpus={bad}"):

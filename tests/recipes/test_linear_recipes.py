@@ -1,4 +1,4 @@
-"""The 48 GLA5 / GDN2 / Mamba2 recipes (spec linear.md §8): each YAML loads strictly into apps.gla's TrainArgs and
+"""The 48 published GLA5 / GDN2 / Mamba2 recipes: each YAML loads strictly into apps.gla's TrainArgs and
 builds the named model with the published parameter count over 1T tokens; the model JSONs are what that model
 section builds; the script that writes them is in sync; the tiny overlay keeps a recipe's structure and trains."""
 
@@ -176,7 +176,7 @@ def test_recipes_match_the_published_training_setups():
 def test_eval_sections_are_the_llama_recipes_and_the_reference_slurm_keys_parse():
     """The linear runs were evaluated on the same 14 benchmarks as Llama: the eval sections equal the Llama recipes'
     (whose test checks them against lm-eval's task list). eval_account / eval_qos / exclude / world_size are the
-    reference trainer's extra keys."""
+    published linear recipes' extra keys."""
     llama = load_yaml(ROOT / "canon_llama_recipes" / "LlamaCanon-1B-Nemo-1T-lr0.003.yaml")["eval"]
     assert all(load_yaml(recipe_path(name))["eval"] == llama for name in NAMES)
     args = parse_args(

@@ -86,7 +86,7 @@ def test_recipe_loads_strictly_and_builds_the_named_model(name):
     args = load(recipe_path(name))
     assert args.name == name and args.optim.lr == float(lr)
     assert args.model.canon_set == ("ABCD" if variant == "LlamaCanon" else "")
-    # LlamaCanon rotates a quarter of each head (spec §13), Llama all of it
+    # LlamaCanon rotates a quarter of each head, Llama all of it
     assert args.model.rope_dim == (head_dim(args) // 4 if variant == "LlamaCanon" else None)
     assert n_parameters(build_on_meta(args)) == PARAMETERS[variant, size]
 
@@ -122,8 +122,8 @@ def test_recipes_match_the_published_training_setups():
 
 
 def test_eval_sections_load_strictly_into_eval_args_and_name_known_tasks():
-    """The in-training evaluation config of every recipe is an EvalArgs (the reference's `save_s3` and
-    `save_consolidated_to_local` are gone), evaluates the 14 tasks of the published curves, and lm-eval knows them
+    """The in-training evaluation config of every recipe is an EvalArgs (the released configs' `save_s3`
+    and `save_consolidated_to_local` are gone), evaluates the 14 tasks of the published curves, and lm-eval knows them
     (the trainer checks this when it starts)."""
     sections = [load_yaml(recipe_path(name))["eval"] for name in NAMES]
     for name, section in zip(NAMES, sections, strict=True):

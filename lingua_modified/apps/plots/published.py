@@ -1,6 +1,6 @@
-"""The reference's published training curves and result tables, as committed under canon_*_results/published/.
+"""The published training curves and result tables, as committed under canon_*_results/published/.
 
-Written once by canon_llama_results/extract_published.py from the reference's chart pages and PDFs. Curves are
+Written once by canon_llama_results/extract_published.py from the published chart pages and PDFs. Curves are
 `(run, recipe, task, metric, tokens, value, source)` rows, one per plotted point: `run` is the published trace name
 (e.g. `LlamaCanon-1.3B-Nemo-1.0T-lr0.003`), `recipe` the recipe of canon_*_recipes/ it was trained from
 (`LlamaCanon-1B-Nemo-1T-lr0.003`), `tokens` the pretraining tokens at the point and `value` the accuracy (0..1) or,
