@@ -15,11 +15,11 @@ import argparse
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from atomic import write_atomic  # huggingface/atomic.py, linked beside this script
 
 HERE = Path(__file__).resolve().parent
 LINGUA_ROOT = HERE.parent / "lingua_modified"
@@ -283,12 +283,6 @@ def with_generated_block(readme: str, block: str, script: str) -> str:
     if not pattern.search(readme):
         raise ValueError(f"the README has no generated block; expected a line {start!r} followed by {BLOCK_END!r}")
     return pattern.sub(lambda _: f"{start}\n{block}{BLOCK_END}", readme)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".partial-", delete=False) as f:
-        f.write(text)
-    os.replace(f.name, path)
 
 
 def write_or_check(files: dict[Path, str], check: bool, stale: list[Path] = ()) -> int:

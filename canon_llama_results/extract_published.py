@@ -27,6 +27,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from atomic import write_atomic  # huggingface/atomic.py, linked beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA = ROOT / "canon_llama_results"
 LINEAR = ROOT / "canon_linear_results"
@@ -238,10 +240,8 @@ def main(argv=None) -> int:
         return 1 if differing else 0
     for path, text in files.items():
         path.parent.mkdir(exist_ok=True)
-        partial = path.with_name(f".partial-{path.name}")
         data = text.encode("utf-8")
-        partial.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
-        partial.replace(path)
+        write_atomic(path, gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
         print(f"wrote {path.relative_to(ROOT)} ({text.count(chr(10)) - 1} rows)")
     return 0
 

@@ -16,6 +16,7 @@ import tempfile
 
 import torch
 
+from .atomic import publish_folder
 from .lingua_checkpoint import find_lingua_folder
 from .modeling_llama_canon import LlamaCanonForCausalLM
 
@@ -33,9 +34,7 @@ def convert_lingua_to_hf(src, dst, variant=None, dtype=None):
     staging = tempfile.mkdtemp(prefix=".convert-", dir=parent)
     try:
         model.save_pretrained(staging)
-        if os.path.isdir(dst):
-            os.rmdir(dst)
-        os.rename(staging, dst)
+        publish_folder(staging, dst)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -5,15 +5,15 @@ dataclass subtree is an error. Fields typed `Optional[Any]` (such as `TrainArgs.
 """
 
 import difflib
-import os
 import sys
-import tempfile
 from dataclasses import fields
 from typing import TypeVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from .atomic import write_atomic  # also imported from here by the apps
 
 T = TypeVar("T")
 
@@ -115,17 +115,6 @@ def dump_config(config, path: str) -> None:
     """Write the full config (defaults included) as YAML, atomically."""
     text = yaml.safe_dump(dataclass_to_dict(config), sort_keys=False)
     write_atomic(path, text)
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it into place (readers never see half a file)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=folder, prefix=".partial-", delete=False) as f:
-        f.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(f.name, 0o666 & ~umask)  # temporary files are private (0600); the result gets the usual permissions
-    os.replace(f.name, path)
 
 
 def flatten_dict(d: dict, parent_key: str = "", sep: str = "_") -> dict:

@@ -30,7 +30,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from .args import dataclass_to_dict, write_atomic
+from .args import dataclass_to_dict
+from .atomic import publish_folder, write_atomic
 from .distributed import all_reduce_max, all_reduce_sum, barrier, get_is_master
 
 logger = logging.getLogger()
@@ -151,7 +152,7 @@ class CheckpointManager:
                 "removed and the earlier checkpoints are intact"
             ) from None
         if get_is_master():
-            os.replace(temp, final)
+            publish_folder(temp, final)
             self._clean_up()
             logger.info(f"saved checkpoint {final}")
         barrier()
@@ -282,7 +283,7 @@ def consolidate_checkpoint(folder: str | Path) -> Path:
         staged.mkdir()
         torch.save({"model": state["model"]}, staged / CONSOLIDATE_NAME)
         shutil.copy(folder / CONFIG_NAME, staged / CONFIG_NAME)
-        os.replace(staged, target)
+        publish_folder(staged, target)
     return target
 
 

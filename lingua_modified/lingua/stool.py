@@ -34,7 +34,8 @@ from typing import Any
 
 import yaml
 
-from .args import ConfigError, cli_overrides, dataclass_from_dict, load_yaml, merge_sources, write_atomic
+from .args import ConfigError, cli_overrides, dataclass_from_dict, load_yaml, merge_sources
+from .atomic import publish_folder, write_atomic
 
 logger = logging.getLogger()
 
@@ -355,9 +356,7 @@ def copy_code(source: Path, target: Path, skip: Path) -> None:
             destination.mkdir(parents=True, exist_ok=True)
             for name in wanted:
                 shutil.copy2(here / name, destination / name)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
+    publish_folder(staging, target, overwrite=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------

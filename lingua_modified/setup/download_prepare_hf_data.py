@@ -35,6 +35,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+if __package__:  # imported as setup.download_prepare_hf_data
+    from .atomic import publish_folder
+else:  # run by path (python setup/download_prepare_hf_data.py), with this folder first on sys.path
+    from atomic import publish_folder
+
 
 @dataclass(frozen=True)
 class HubDataset:
@@ -308,13 +313,7 @@ def prepare(
                 path.unlink()
     writer.close()
     buckets.folder.rmdir()
-    if out_dir.exists():  # --force: the old folder goes only once the new one is complete
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        out_dir.rename(old)
-        partial.rename(out_dir)
-        shutil.rmtree(old)
-    else:
-        partial.rename(out_dir)
+    publish_folder(partial, out_dir, overwrite=force)  # with --force the old folder goes once the new one is in place
     print(f"wrote {lines} documents to {out_dir} ({nchunks} chunks, {min(lines, nchunks * val_lines)} for validation)")
     return out_dir
 

@@ -17,8 +17,12 @@ import base64
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
+
+if __package__:  # imported as setup.download_tokenizer
+    from .atomic import atomic_output
+else:  # run by path (python setup/download_tokenizer.py), with this folder first on sys.path
+    from atomic import atomic_output
 
 TOKENIZERS = {  # name -> (Hub repository, file in it)
     "llama2": ("meta-llama/Llama-2-7b", "tokenizer.model"),
@@ -50,13 +54,6 @@ def load_tiktoken(name: str):
         ) from None
 
 
-def copy_atomic(source: Path, target: Path) -> None:
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".partial-", delete=False) as f:
-        with open(source, "rb") as src:
-            shutil.copyfileobj(src, f)
-    os.replace(f.name, target)
-
-
 def fetch_hub(name: str, save_dir: Path, token: str | None) -> Path:
     repo_id, filename = TOKENIZERS[name]
     try:
@@ -71,7 +68,8 @@ def fetch_hub(name: str, save_dir: Path, token: str | None) -> Path:
             ) from error
         raise
     target = save_dir / "tokenizer.model"
-    copy_atomic(Path(cached), target)
+    with open(cached, "rb") as source, atomic_output(target, overwrite=True, binary=True) as f:
+        shutil.copyfileobj(source, f)
     return target
 
 
@@ -89,9 +87,8 @@ def fetch_tiktoken(name: str, save_dir: Path) -> Path:
             os.environ["TIKTOKEN_CACHE_DIR"] = previous
     ranks = sorted(encoding._mergeable_ranks.items(), key=lambda item: item[1])
     target = save_dir / f"{name}.tiktoken"
-    with tempfile.NamedTemporaryFile("w", dir=save_dir, prefix=".partial-", delete=False) as f:
+    with atomic_output(target, overwrite=True) as f:
         f.writelines(f"{base64.b64encode(token).decode('ascii')} {rank}\n" for token, rank in ranks)
-    os.replace(f.name, target)
     return target
 
 

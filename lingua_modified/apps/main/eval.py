@@ -49,7 +49,8 @@ from apps.main.generate import (
     cut_at_stop,
     load_consolidated_model_and_tokenizer,
 )
-from lingua.args import ConfigError, dataclass_to_dict, dump_config, parse_args, write_atomic
+from lingua.args import ConfigError, dataclass_to_dict, dump_config, parse_args
+from lingua.atomic import write_atomic
 from lingua.checkpoint import CONFIG_NAME, CONSOLIDATE_FOLDER, CONSOLIDATE_NAME, STEP_FOLDER, consolidate_checkpoint
 from lingua.data import find_chunks, iter_validation_documents
 from lingua.distributed import (
