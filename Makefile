@@ -27,9 +27,11 @@ lint: install
 test: lint
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) tests
 
-# the main job: a CPU miniature of Part 4.1 (Llama vs LlamaCanon on a synthetic task), written to runs/demo/<time>/
+# the main job: a CPU miniature of Part 4.1 (Llama vs LlamaCanon on a synthetic task), written to runs/demo/<time>/;
+# `make demo SEEDS=3` repeats it for seeds 0, 1, 2 and reports the mean and range
+SEEDS ?= 1
 demo: install
-	cd lingua_modified && ../$(PY) -m apps.demo --out ../runs/demo/$$(date +%Y%m%d-%H%M%S)
+	cd lingua_modified && ../$(PY) -m apps.demo --seeds $(SEEDS) --out ../runs/demo/$$(date +%Y%m%d-%H%M%S)
 
 # the newest releases of every dependency, resolved in a scratch environment, written to requirements.lock;
 # torch (pinned by TORCH_SPEC) and its CUDA libraries are left out; on a GPU machine with another torch, pass LOCK=/dev/null if the locked triton conflicts

@@ -141,3 +141,50 @@ def test_answer_spans_are_the_maximal_runs_of_ones():
     assert answer_spans([1, 1, 0, 0]) == [(0, 2)]
     assert answer_spans([0, 0]) == [] and answer_spans([]) == []
     assert answer_spans([0, 1, 0, 1, 1, 1]) == [(1, 2), (3, 6)]
+
+
+def test_the_console_shows_a_progress_bar_per_training_run_and_per_evaluation(demo):
+    _, _, result = demo
+    for name in ("Llama", "LlamaCanon"):  # step count, elapsed<remaining, and the loss the trainer logged
+        assert re.search(rf"{name}: 100%\|[^|]*\| {STEPS}/{STEPS} \[[\d:]+<[\d:]+, [^]]*loss=\d", result.stderr)
+        assert f"eval {name}: 100%" in result.stderr
+    assert "HF generate: 100%" in result.stderr
+    assert f"the trainers' output is in {demo[0] / 'Llama.log'}" in result.stdout
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: one thread is as fast on an idle machine and many times faster on a busy one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@torch.no_grad()
+def test_the_hf_count_is_the_logged_accuracy_also_where_answers_are_right(demo, one_thread):
+    """The summary's count equals the log; and on queries whose expected answers are partly the export's own greedy
+    answers (so that many are right), the two ways of counting still agree answer by answer."""
+    from transformers import AutoModelForCausalLM
+
+    from apps.demo.accuracy import greedy_answers, queries
+
+    out, _, _ = demo
+    [test_file] = (out / "test").glob("*.jsonl")
+    prompts = queries([json.loads(line) for line in test_file.read_text().splitlines()])
+    correct, total = map(
+        int, re.search(r"HF export answers (\d+) / (\d+) right", (out / "summary.md").read_text()).groups()
+    )
+    assert total == len(prompts) and correct / total == eval_lines(out, "LlamaCanon")[-1]["depo"]["acc,none"]
+
+    hf = AutoModelForCausalLM.from_pretrained(out / "LlamaCanon-hf", trust_remote_code=True).eval()
+    prompts = prompts[:64]  # one batch
+    own = greedy_answers(hf, prompts)
+    mixed = [(prefix, own[i] if i % 2 else answer) for i, (prefix, answer) in enumerate(prompts)]
+    right = [got == answer for got, (_, answer) in zip(greedy_answers(hf, mixed), mixed, strict=True)]
+    assert sum(right) >= len(mixed) // 2
+    lingua, _ = load_consolidated_model_and_tokenizer(
+        out / "LlamaCanon" / "checkpoints" / f"{STEPS:010d}" / "consolidated"
+    )
+    records = [{"tokens": p + a, "labels": [0] * len(p) + [1] * len(a)} for p, a in mixed]
+    assert [answer_accuracy(lingua, [record]) for record in records] == list(map(float, right))
