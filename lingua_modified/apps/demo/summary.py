@@ -27,7 +27,7 @@ class HfCheck:
     correct: int
     total: int
     logged: float
-    examples: list[dict]  # expected / generated (generator ids), prompt_dense / generated_dense (trained ids)
+    examples: list[dict]  # expected / generated / prompt_tail (generator ids), prompt_dense / generated_dense (trained)
 
 
 def check_agreement(check: HfCheck) -> None:
