@@ -95,11 +95,18 @@ def lingua_state_to_hf(state_dict, config):
     return mapped, sorted(unexpected)
 
 
-def _special_token_ids(tokenizer_name, vocab_size):
-    if tokenizer_name == "tiktoken":
+def _special_token_ids(tokenizer, vocab_size):
+    """(BOS, EOS) of the trainer's tokenizer `tokenizer` (the data.tokenizer section) for a model of `vocab_size`."""
+    name = tokenizer.get("name")
+    if name == "tiktoken":
         return vocab_size - 256, vocab_size - 255
-    if tokenizer_name == "bytes":
+    if name == "bytes":
         return 256, 257
+    if name == "tokens":  # pre-tokenized ids: the trainer reserves the two highest ids of its vocabulary
+        words = tokenizer.get("vocab_size", vocab_size)
+        return words - 1, words - 2
+    if name == "mock":
+        return None, None
     return 1, 2  # SentencePiece Llama-2 ids
 
 
@@ -113,8 +120,7 @@ def config_from_lingua_params(params, **overrides):
     head_dim = m.get("head_dim")
     n_heads = m.get("n_heads") or dim // head_dim
     head_dim = head_dim or dim // n_heads
-    tokenizer = (data.get("tokenizer") or {}).get("name")
-    bos, eos = _special_token_ids(tokenizer, m["vocab_size"])
+    bos, eos = _special_token_ids(data.get("tokenizer") or {}, m["vocab_size"])
     fields = dict(
         vocab_size=m["vocab_size"],
         hidden_size=dim,

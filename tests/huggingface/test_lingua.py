@@ -232,3 +232,21 @@ def test_hub_repo_in_lingua_layout_is_downloaded_and_loaded(lingua_checkpoint, m
     ids = torch.randint(0, 61, (1, 9))
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
+
+
+@pytest.mark.parametrize(
+    "tokenizer, expected",
+    [
+        ({"name": "tokens", "vocab_size": 53}, (52, 51)),  # the trainer's TokenIdTokenizer: BOS V-1, EOS V-2
+        ({"name": "bytes"}, (256, 257)),
+        ({"name": "mock"}, (None, None)),
+    ],
+)
+def test_special_ids_follow_the_trainers_tokenizer(tokenizer, expected):
+    from lingua.tokenizer import build_tokenizer
+
+    params = {"model": {"dim": 64, "n_layers": 1, "n_heads": 4, "vocab_size": 260}, "data": {"tokenizer": tokenizer}}
+    config = config_from_lingua_params(params)
+    assert (config.bos_token_id, config.eos_token_id) == expected
+    trainer_tokenizer = build_tokenizer(tokenizer["name"], None, tokenizer.get("vocab_size", 10000))
+    assert (trainer_tokenizer.bos_id, trainer_tokenizer.eos_id) == expected
