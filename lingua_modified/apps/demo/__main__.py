@@ -57,7 +57,7 @@ def generate_data(folder: Path, seed: int, train_samples: int, test_samples: int
     train = write_dataset(TASK, PRESET, "train", train_samples, seed, str(folder / "data" / TASK))
     test = write_dataset(TASK, PRESET, "test", test_samples, seed, str(folder / "test"), progress=False)
     files = [Path(p) for p in train + test]
-    records = {path: [json.loads(line) for line in path.read_text().splitlines()] for path in files}
+    records = {path: read_records(path) for path in files}
     ids = sorted({t for lines in records.values() for record in lines for t in record["tokens"]})
     dense = {token: i for i, token in enumerate(ids)}
     for path, lines in records.items():

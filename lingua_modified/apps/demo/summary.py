@@ -1,12 +1,11 @@
 """summary.md of a demo, built from the runs' own logs (metrics.eval.jsonl and config.yaml), never from numbers held
 in memory: what the table shows is what the logs say."""
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
-from apps.plots.runs import tokens_per_step
+from apps.plots.runs import read_metrics, tokens_per_step
 from lingua.args import load_yaml, write_atomic
 
 # the claim the demo makes, at the last checkpoint: LlamaCanon learns the task and Llama of the same size and budget
@@ -43,8 +42,7 @@ def check_agreement(check: HfCheck) -> None:
 
 def read_accuracy(dump_dir: Path, task: str) -> dict[int, float]:
     """global_step -> the task's answer accuracy in dump_dir/metrics.eval.jsonl (a step evaluated twice: the last)."""
-    lines = [json.loads(line) for line in (dump_dir / "metrics.eval.jsonl").read_text().splitlines() if line.strip()]
-    return {line["global_step"]: line[task]["acc,none"] for line in lines}
+    return {line["global_step"]: line[task]["acc,none"] for line in read_metrics(dump_dir / "metrics.eval.jsonl")}
 
 
 def spread(values: list[float]) -> str:
