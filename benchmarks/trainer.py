@@ -37,13 +37,14 @@ OVERRIDES = ["model.dim=256", "model.n_layers=4", "model.n_heads=8", "model.rope
              "data.batch_size=8", "data.load_async=false"]  # fmt: skip
 
 
-def write_data(root: Path, documents: int = 20_000) -> None:
+def write_data(root: Path, documents: int = 20_000, max_words: int = 200) -> None:
+    """root/debug/debug.chunk.00.jsonl: `documents` texts of 20..max_words words drawn from 500 (seeded)."""
     rng = random.Random(0)
     words = [f"w{i}" for i in range(500)]
     (root / "debug").mkdir(parents=True)
     with open(root / "debug" / "debug.chunk.00.jsonl", "w") as f:
         for _ in range(documents):
-            f.write(json.dumps({"text": " ".join(rng.choices(words, k=rng.randint(20, 200)))}) + "\n")
+            f.write(json.dumps({"text": " ".join(rng.choices(words, k=rng.randint(20, max_words)))}) + "\n")
 
 
 def cpu_seconds(command: list[str]) -> float:

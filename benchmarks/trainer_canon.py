@@ -21,8 +21,6 @@ Usage (from the repository root):
 
 import argparse
 import gc
-import json
-import random
 import re
 import statistics
 import sys
@@ -36,6 +34,8 @@ import torch
 
 LINGUA = Path(__file__).resolve().parents[1] / "lingua_modified"
 sys.path.insert(0, str(LINGUA))
+
+from trainer import write_data  # noqa: E402  (benchmarks/trainer.py, beside this script)
 
 from lingua import canon  # noqa: E402
 from lingua.args import cli_overrides, dataclass_from_dict, load_yaml, merge_sources  # noqa: E402
@@ -65,15 +65,6 @@ def family_modules(family: str):
     else:
         from apps.gla import train
     return train.TrainArgs, train.MODEL
-
-
-def write_data(root: Path, documents: int = 4000) -> None:
-    rng = random.Random(0)
-    words = [f"w{i}" for i in range(500)]
-    (root / "debug").mkdir(parents=True)
-    with open(root / "debug" / "debug.chunk.00.jsonl", "w") as f:
-        for _ in range(documents):
-            f.write(json.dumps({"text": " ".join(rng.choices(words, k=rng.randint(20, 400)))}) + "\n")
 
 
 @dataclass
@@ -287,7 +278,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp) / "data"
-        write_data(root)
+        write_data(root, documents=4000, max_words=400)
         for family in args.family:
             for shape in shapes:
                 rows += measure(family, shape, args.modes.split(","), args.rounds, args.warmup, args.device,
