@@ -72,6 +72,69 @@ def canon_reference(x, weight, bias=None, activation=False, residual=True, conte
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _shift(x: torch.Tensor, s: int) -> torch.Tensor:
+    """x [B, T, C] moved s positions along time (later for s > 0, earlier for s < 0), zero-filled: a padded view
+    that inductor reads in place."""
+    T = x.shape[1]
+    if abs(s) >= T:
+        return torch.zeros_like(x)
+    if s >= 0:
+        return F.pad(x[:, : T - s], (0, 0, s, 0))
+    return F.pad(x[:, -s:], (0, 0, 0, -s))
+
+
+@torch.library.custom_op("physicslm4_canon::materialize", mutates_args=())
+def _materialize(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()
+
+
+@_materialize.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+class _ShiftedConv(torch.autograd.Function):
+    """y[:, t] = sum_s taps[K-1-s] * keep_s * x[:, t-s], with taps [K, C] (fp32) and keep_s [B, T] the optional
+    document masks (None: keep all). Forward and backward are written with shifted views only, and only x and the taps
+    are saved: left to autograd, the compiler would save (and write out) a shifted copy of x per tap for the
+    taps' gradient, i.e. K-1 extra activations per Canon site."""
+
+    @staticmethod
+    def forward(ctx, x, taps, keep):
+        ctx.save_for_backward(x, taps, keep)
+        K = taps.shape[0]
+        y = upcast(x) * taps[K - 1]
+        for s in range(1, K):
+            y = y + _masked(upcast(_shift(x, s)), keep, s) * taps[K - 1 - s]
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, taps, keep = ctx.saved_tensors
+        grad = _materialize(grad)
+        K, grad32 = taps.shape[0], upcast(grad)
+        grad_x = grad32 * taps[K - 1]
+        grad_taps = [None] * K
+        grad_taps[K - 1] = _token_sum(grad32 * upcast(x))
+        for s in range(1, K):
+            earlier = _shift(_masked(grad32, keep, s), -s)
+            grad_x = grad_x + earlier * taps[K - 1 - s]
+            grad_taps[K - 1 - s] = _token_sum(earlier * upcast(x))
+        return grad_x.to(x.dtype), torch.stack(grad_taps), None
+
+
+def _token_sum(p):
+    R = 16
+    n = p.shape[0] * p.shape[1]
+    if p.shape[1] % R:
+        return p.sum((0, 1))
+    return p.reshape(n // R, R, p.shape[2]).sum(1).sum(0)
+
+
+def _masked(x, keep, s):
+    return x if keep is None else x * keep[s - 1][..., None]
+
+
 def shifted_conv(x, weight, context=None, doc_ids=None, residual=False):
     """y[:, t] = sum_s weight[:, K-1-s] * x[:, t-s] over shifts s < K (plus x when `residual`), accumulated in fp32,
     returned in x's dtype.
@@ -79,31 +142,21 @@ def shifted_conv(x, weight, context=None, doc_ids=None, residual=False):
     context: optional [B, K-1, C] inputs before x (zeros otherwise). doc_ids: optional [B, T] document index of each
     position; a term whose input lies in an earlier document is dropped (the layer restarts at every document).
     Every op is elementwise on a shifted view of x, so inductor emits the whole conv (with whatever elementwise work
-    surrounds it) inside the loops it already runs over the activations, instead of an opaque convolution call. Two
-    details keep those loops vectorised on CPU: the taps are gathered as [K, C] (each tap contiguous over channels;
-    the cat that folds the residual in is realised in that layout), and each shift pads its own view of x (a shared
-    padded copy would be written out in full).
+    surrounds it, forward and backward) inside the loops it already runs over the activations, instead of an opaque
+    convolution call. The taps are [K, C], each tap contiguous over channels, which keeps those loops vectorised.
     """
-    K, T = weight.shape[-1], x.shape[1]
+    K = weight.shape[-1]
     taps = upcast(weight).t()
-    taps = torch.cat([taps[:-1], taps[-1:] + 1]) if residual else torch.cat([taps[:-1], taps[-1:]])
-    if context is not None:
+    taps = torch.cat([taps[:-1], taps[-1:] + 1]) if residual else taps.contiguous()
+    if context is not None:  # the conv of [context | x], of which the last T outputs are x's
         full = torch.cat([context.to(x.dtype), x], dim=1)
-    if doc_ids is not None:
+        return _ShiftedConv.apply(full, taps, None)[:, K - 1 :]
+    keep = None
+    if doc_ids is not None and K > 1:
         padded_ids = F.pad(doc_ids, (K - 1, 0), value=-1)
-    y = upcast(x) * taps[K - 1]
-    for s in range(1, K):
-        if context is not None:
-            shifted = full[:, K - 1 - s : K - 1 - s + T]
-        elif s < T:
-            shifted = F.pad(x[:, : T - s], (0, 0, s, 0))
-        else:  # the input s positions back lies before the sequence: zero
-            break
-        term = upcast(shifted) * taps[K - 1 - s]
-        if doc_ids is not None:
-            term = term * (padded_ids[:, K - 1 - s : K - 1 - s + T] == doc_ids)[..., None]
-        y = y + term
-    return y.to(x.dtype)
+        T = x.shape[1]
+        keep = torch.stack([padded_ids[:, K - 1 - s : K - 1 - s + T] == doc_ids for s in range(1, K)]).to(x.dtype)
+    return _ShiftedConv.apply(x, taps, keep)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -113,12 +166,15 @@ def shifted_conv(x, weight, context=None, doc_ids=None, residual=False):
 
 def _correlate(x: torch.Tensor, weight: torch.Tensor, pad_left: int = 0, pad_right: int = 0) -> torch.Tensor:
     """Valid depthwise correlation along time: y[:, t] = sum_k weight[:, k] * xp[:, t + k], where xp is x [B, T, C]
-    with zero rows added on either side. [B, T, C] is a channels-last [B, C, 1, T] image, so this runs as one
-    depthwise conv2d (oneDNN / cuDNN kernels): a single pass over the activations instead of K multiply-adds."""
-    if pad_left or pad_right:
-        x = F.pad(x, (0, 0, pad_left, pad_right))
-    y = F.conv2d(x.contiguous().transpose(1, 2).unsqueeze(2), weight.to(x.dtype)[:, None, None, :], groups=x.shape[2])
-    return y.squeeze(2).transpose(1, 2)
+    with zero rows added on either side (at most one side padded). [B, T, C] is a channels-last [B, C, 1, T] image,
+    so this runs as one depthwise conv2d (oneDNN / cuDNN kernels): a single pass over the activations instead of K
+    multiply-adds. The padding is the convolution's own (equal on both sides; the rows it adds on the other side
+    are dropped), so x is not copied into a padded tensor first."""
+    pad = max(pad_left, pad_right)
+    n = x.shape[1] + pad_left + pad_right - weight.shape[-1] + 1
+    image = x.transpose(1, 2).unsqueeze(2)
+    y = F.conv2d(image, weight.to(x.dtype)[:, None, None, :], padding=(0, pad), groups=x.shape[2])
+    return y.squeeze(2).transpose(1, 2)[:, pad - pad_left : pad - pad_left + n]
 
 
 def _conv_forward(x: torch.Tensor, weight: torch.Tensor, left: int = 0) -> torch.Tensor:
@@ -146,20 +202,30 @@ def _conv_backward(x, grad_y, weight, left, right):
     return grad_x, grad_w
 
 
-def _time_chunks(T: int, K: int, rows: int):
-    """(t0, t1, left, right): chunks of `rows` positions with up to K-1 positions of context on each side."""
-    for t0 in range(0, T, rows):
-        t1 = min(T, t0 + rows)
-        yield t0, t1, min(t0, K - 1), min(T - t1, K - 1)
+def _chunks(x: torch.Tensor, K: int, rows: int):
+    """(batch, t0, t1, left, right) for x [B, T, C]: blocks of about `rows` positions, each with up to K-1 positions of
+    context on either side. A block is whole sequences (rows // T of them) when a sequence is at most `rows` long,
+    else `rows` positions of one sequence: either way a contiguous block of rows, which the convolutions read
+    without a copy."""
+    B, T = x.shape[:2]
+    if rows >= T:
+        n = rows // T
+        for b0 in range(0, B, n):
+            yield slice(b0, min(B, b0 + n)), 0, T, 0, 0
+        return
+    for b in range(B):
+        for t0 in range(0, T, rows):
+            t1 = min(T, t0 + rows)
+            yield slice(b, b + 1), t0, t1, min(t0, K - 1), min(T - t1, K - 1)
 
 
 def _default_rows(x: torch.Tensor) -> int:
-    """Chunk length along time so that one chunk of x [B, T, C] holds about 2^19 elements: a Canon layer's passes
+    """Block size (positions) so that one block of x [B, T, C] holds about 2^19 elements: a Canon layer's passes
     (normalisation, conv, activation and their gradients) then run in cache instead of streaming whole activations
-    through memory (the best size measured on CPU; see the README). On GPUs one chunk: launches cost more there."""
+    through memory (the best size measured on CPU; see the README). On GPUs one block: launches cost more there."""
     if x.is_cuda:
-        return x.shape[1]
-    return max(4, (1 << 19) // max(1, x.shape[0] * x.shape[2]))
+        return x.shape[0] * x.shape[1]
+    return max(4, (1 << 19) // max(1, x.shape[2]))
 
 
 class _CanonConv(torch.autograd.Function):
@@ -170,8 +236,8 @@ class _CanonConv(torch.autograd.Function):
         ctx.save_for_backward(x, weight)
         ctx.rows = rows
         out = torch.empty_like(x)
-        for t0, t1, left, _ in _time_chunks(x.shape[1], weight.shape[-1], rows):
-            out[:, t0:t1] = _conv_forward(x[:, t0 - left : t1], weight, left)
+        for b, t0, t1, left, _ in _chunks(x, weight.shape[-1], rows):
+            out[b, t0:t1] = _conv_forward(x[b, t0 - left : t1], weight, left)
         return out
 
     @staticmethod
@@ -179,9 +245,9 @@ class _CanonConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_x = torch.empty_like(x)
         grad_w = torch.zeros_like(upcast(weight))
-        for t0, t1, left, right in _time_chunks(x.shape[1], weight.shape[-1], ctx.rows):
-            x_chunk, grad_chunk = x[:, t0 - left : t1], grad[:, t0 : t1 + right]
-            grad_x[:, t0:t1], chunk_w = _conv_backward(x_chunk, grad_chunk, weight, left, right)
+        for b, t0, t1, left, right in _chunks(x, weight.shape[-1], ctx.rows):
+            x_chunk, grad_chunk = x[b, t0 - left : t1], grad[b, t0 : t1 + right]
+            grad_x[b, t0:t1], chunk_w = _conv_backward(x_chunk, grad_chunk, weight, left, right)
             grad_w += chunk_w
         return grad_x, grad_w.to(weight.dtype), None
 
@@ -199,10 +265,10 @@ class _NormCanon(torch.autograd.Function):
         weight = fold_residual(canon_weight, residual)
         out = torch.empty_like(h)
         rstd = h.new_empty(h.shape[:2] + (1,), dtype=upcast(h).dtype)
-        for t0, t1, left, _ in _time_chunks(h.shape[1], weight.shape[-1], rows):
-            n, rstd_chunk = rms_normalize(h[:, t0 - left : t1], norm_weight, eps)
-            rstd[:, t0:t1] = rstd_chunk[:, left:]
-            out[:, t0:t1] = _conv_forward(n, weight, left)
+        for b, t0, t1, left, _ in _chunks(h, weight.shape[-1], rows):
+            n, rstd_chunk = rms_normalize(h[b, t0 - left : t1], norm_weight, eps)
+            rstd[b, t0:t1] = rstd_chunk[:, left:]
+            out[b, t0:t1] = _conv_forward(n, weight, left)
         ctx.save_for_backward(h, rstd, norm_weight, canon_weight)
         ctx.residual, ctx.rows = residual, rows
         return out
@@ -214,10 +280,10 @@ class _NormCanon(torch.autograd.Function):
         grad_h = torch.empty_like(h)
         grad_nw = torch.zeros_like(upcast(norm_weight))
         grad_cw = torch.zeros_like(upcast(weight))
-        for t0, t1, left, right in _time_chunks(h.shape[1], weight.shape[-1], ctx.rows):
-            normed = upcast(h[:, t0 - left : t1]) * rstd[:, t0 - left : t1]
+        for b, t0, t1, left, right in _chunks(h, weight.shape[-1], ctx.rows):
+            normed = upcast(h[b, t0 - left : t1]) * rstd[b, t0 - left : t1]
             n = norm_weight * normed.to(h.dtype)
-            grad_n, chunk_w = _conv_backward(n, grad[:, t0 : t1 + right], weight, left, right)
+            grad_n, chunk_w = _conv_backward(n, grad[b, t0 : t1 + right], weight, left, right)
             grad_cw += chunk_w
             normed, grad_n = normed[:, left:], upcast(grad_n)
             # d/dh of h * rstd: rstd * (g - normed * mean(g * normed)), with g = grad_n * norm_weight; the products
@@ -227,7 +293,7 @@ class _NormCanon(torch.autograd.Function):
             grad_nw += product.sum((0, 1))
             mean = (product @ upcast(norm_weight)).unsqueeze(-1) / h.shape[-1]
             g = grad_n * norm_weight
-            torch.mul(torch.addcmul(g, normed, mean, value=-1), rstd[:, t0:t1], out=grad_h[:, t0:t1])
+            torch.mul(torch.addcmul(g, normed, mean, value=-1), rstd[b, t0:t1], out=grad_h[b, t0:t1])
         return grad_h, grad_nw.to(norm_weight.dtype), grad_cw.to(canon_weight.dtype), None, None, None
 
 
@@ -247,9 +313,9 @@ class _CanonSwiGLU(torch.autograd.Function):
         folded = fold_residual(weight, residual)
         B, T, C2 = gate_up.shape
         out = gate_up.new_empty(B, T, C2 // 2)
-        for t0, t1, left, _ in _time_chunks(T, folded.shape[-1], rows):
-            g, u = _conv_forward(gate_up[:, t0 - left : t1], folded, left).chunk(2, dim=-1)
-            torch.mul(F.silu(g), u, out=out[:, t0:t1])
+        for b, t0, t1, left, _ in _chunks(gate_up, folded.shape[-1], rows):
+            g, u = _conv_forward(gate_up[b, t0 - left : t1], folded, left).chunk(2, dim=-1)
+            torch.mul(F.silu(g), u, out=out[b, t0:t1])
         return out
 
     @staticmethod
@@ -259,17 +325,17 @@ class _CanonSwiGLU(torch.autograd.Function):
         grad = grad.contiguous()
         grad_in = torch.empty_like(gate_up)
         grad_w = torch.zeros_like(upcast(folded))
-        for t0, t1, left, right in _time_chunks(gate_up.shape[1], folded.shape[-1], ctx.rows):
-            x = gate_up[:, t0 - left : t1 + right]  # inputs of the conv outputs at [t0, t1 + right)
+        for b, t0, t1, left, right in _chunks(gate_up, folded.shape[-1], ctx.rows):
+            x = gate_up[b, t0 - left : t1 + right]  # inputs of the conv outputs at [t0, t1 + right)
             gu = _conv_forward(x, folded, left)
             g, u = gu.chunk(2, dim=-1)
-            g_out = grad[:, t0 : t1 + right]
+            g_out = grad[b, t0 : t1 + right]
             grad_gu = torch.empty_like(gu)
             grad_g, grad_u = grad_gu.chunk(2, dim=-1)
             torch.ops.aten.silu_backward.grad_input(g_out * u, g, grad_input=grad_g)
             torch.mul(g_out, F.silu(g), out=grad_u)
             x_chunk = x[:, : x.shape[1] - right]
-            grad_in[:, t0:t1], chunk_w = _conv_backward(x_chunk, grad_gu, folded, left, right)
+            grad_in[b, t0:t1], chunk_w = _conv_backward(x_chunk, grad_gu, folded, left, right)
             grad_w += chunk_w
         return grad_in, grad_w.to(weight.dtype), None, None
 
@@ -375,26 +441,30 @@ class ShortConvolution(nn.Conv1d):
         path: one of PATHS to force a formulation (tests); default `choose_path`'s.
         Returns the output [B, T, C].
         """
+        return self.channels(x, self.weight[:, 0, :], self.bias, attention_mask, conv_state, doc_ids, path)
+
+    def channels(self, x, weight, bias, attention_mask=None, conv_state=None, doc_ids=None, path=None):
+        """`forward` on a group of the layer's channels: x [B, T, C'] with their taps weight [C', K] and bias [C']
+        (or None). `forward` is the group of all channels; `canon_parts` runs q, k and v as three groups."""
         if attention_mask is not None:
             x = torch.where(attention_mask[..., None].bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
         path = path or choose_path(self, x, attention_mask, conv_state, doc_ids)
         if path == "step":
             return self.step(x, conv_state)
         folded = self.residual and not self.activation
-        weight = fold_residual(self.weight[:, 0, :], folded)
         if path == "context":
-            y = shifted_conv(x, self.weight[:, 0, :], context=conv_state, residual=folded)
+            y = shifted_conv(x, weight, context=conv_state, residual=folded)
             keep = torch.cat([conv_state.to(x.dtype), x], dim=1)[:, x.shape[1] :]
             conv_state.copy_(keep)
         elif path == "shifted":
-            y = shifted_conv(x, self.weight[:, 0, :], doc_ids=doc_ids, residual=folded)
+            y = shifted_conv(x, weight, doc_ids=doc_ids, residual=folded)
         elif path == "causal_conv1d":
-            y = causal_conv1d_fn(x.transpose(1, 2), weight, None, None).transpose(1, 2)
+            y = causal_conv1d_fn(x.transpose(1, 2), fold_residual(weight, folded), None, None).transpose(1, 2)
         elif path in ("recompute", "plain"):
-            y = canon_conv(x, weight)
+            y = canon_conv(x, fold_residual(weight, folded))
         else:
             raise ValueError(f"path={path!r}; expected one of {PATHS}")
-        return self.finish(x, y, self.bias)
+        return self.finish(x, y, bias)
 
     def finish(self, x, y, bias):
         """Bias, SiLU and (unless folded into the taps, as when there is no activation) the residual, on conv(x)."""
@@ -483,36 +553,26 @@ def norm_then_canon(h, norm_weight, eps, canon=None, cache=None, key=None, mask=
 
 def canon_parts(conv, parts, cache=None, key=None, mask=None, doc_ids=None):
     """conv applied to the channel concatenation of `parts` ([B, T, C_i] each), returned as the same parts (Canon-B
-    on q, k, v). On the shifted path each part runs alone with its slice of the taps, so the concatenation is never
-    written out; the other paths concatenate. The parts themselves when there is no conv (the site is off)."""
+    on q, k, v). In training each part runs alone with its slice of the taps, so the concatenation is never written
+    out; with a decode state (one state for all channels) or causal-conv1d (one launch) the parts are concatenated.
+    The parts themselves when there is no conv (the site is off)."""
     if conv is None:
         return parts
     state = conv_state(cache, key, conv, parts[0])
     path = choose_path(conv, parts[0], mask, state, doc_ids)
     widths = [p.shape[-1] for p in parts]
-    if path != "shifted" or mask is not None:
+    if path in ("step", "context", "causal_conv1d"):
         whole = conv(torch.cat(parts, dim=-1), attention_mask=mask, conv_state=state, doc_ids=doc_ids, path=path)
         return whole.split(widths, dim=-1)
-    folded = conv.residual and not conv.activation
     weights = conv.weight[:, 0, :].split(widths)
     biases = [None] * len(parts) if conv.bias is None else conv.bias.split(widths)
     return [
-        conv.finish(x, shifted_conv(x, w, doc_ids=doc_ids, residual=folded), b)
-        for x, w, b in zip(parts, weights, biases, strict=True)
+        conv.channels(x, w, b, mask, doc_ids=doc_ids, path=path) for x, w, b in zip(parts, weights, biases, strict=True)
     ]
 
 
 def canon_swiglu(gate_up, canon=None, cache=None, key=None, mask=None, doc_ids=None):
-    """SiLU(gate) * up for gate_up = [gate | up] [B, T, 2F] or the pair (gate, up), after Canon-D when there is one.
-    A pair never forms [gate | up] without Canon-D or on the shifted path."""
-    if isinstance(gate_up, (tuple, list)):
-        if canon is None:
-            gate, up = gate_up
-            return F.silu(gate) * up
-        if choose_path(canon, gate_up[0], mask, conv_state(cache, key, canon, gate_up[0]), doc_ids) == "shifted":
-            gate, up = canon_parts(canon, gate_up, cache, key, mask, doc_ids)
-            return F.silu(gate) * up
-        gate_up = torch.cat(gate_up, dim=-1)
+    """SiLU(gate) * up for gate_up = [gate | up] [B, T, 2F], after Canon-D when there is one."""
     if canon is not None:
         state = conv_state(cache, key, canon, gate_up)
         path = choose_path(canon, gate_up, mask, state, doc_ids)

@@ -1,10 +1,12 @@
-"""The small parts every model of this project shares: RMSNorm, the causal attention mask, the normal init of linear
-layers and the SwiGLU MLP width. Torch only (no transformers), one flat file like `canon.py`: the Hugging Face models
-import it relatively (save_pretrained copies it next to the weights), and `huggingface_linear/layers.py` and
-`lingua_modified/lingua/layers.py` are links to it, so the three packages run one definition of each.
+"""The small parts every model of this project shares: RMSNorm, the causal attention mask, the joint q/k/v (gate/up)
+projection, the normal init of linear layers and the SwiGLU MLP width. Torch only (no transformers), one flat file
+like `canon.py`: the Hugging Face models import it relatively (save_pretrained copies it next to the weights), and
+`huggingface_linear/layers.py` and `lingua_modified/lingua/layers.py` are links to it, so the three packages run one
+definition of each.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -47,6 +49,21 @@ def causal_mask(query_positions: torch.Tensor, key_positions: torch.Tensor, slid
     if sliding_window is not None:
         allowed = allowed & (queries - keys < sliding_window)
     return allowed
+
+
+def joint_projection(x, projections, cache):
+    """cat([p(x) for p in projections], -1): [q | k | v] for attention, [gate | up] for the MLP.
+
+    This is the one place that decides between one GEMM and several. A call without a cache (training, or a forward
+    without generation) runs one GEMM on the concatenated weights, which costs one copy of the weights and saves
+    launches over the T tokens. A decoding call runs the projections one by one and concatenates their outputs: for
+    a token or two, re-concatenating the weights every step would cost more than it saves. Projections that are not
+    plain nn.Linear (adapters, quantisation) always run as modules.
+    """
+    if cache is None and all(type(p) is nn.Linear for p in projections):
+        bias = None if projections[0].bias is None else torch.cat([p.bias for p in projections])
+        return F.linear(x, torch.cat([p.weight for p in projections]), bias)
+    return torch.cat([p(x) for p in projections], dim=-1)
 
 
 def init_normal(module: nn.Module, std: float, fns=nn.init) -> None:

@@ -17,7 +17,7 @@ from transformers.modeling_utils import PreTrainedModel
 
 from .canon import ShortConvolution, canon_call, canon_glu, create_canon, init_canon, map_states, norm_then_canon
 from .configuration_llama_canon import LlamaCanonConfig
-from .layers import RMSNorm, causal_mask, init_normal, upcast
+from .layers import RMSNorm, causal_mask, init_normal, joint_projection, upcast
 from .lingua_bridge import config_from_lingua_params, lingua_state_to_hf
 from .lingua_checkpoint import (
     cast_and_place,
@@ -97,21 +97,6 @@ def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1, rope_version="huggingf
     q_rot = torch.cat((_rotate(q[..., :R], cos, sin, rope_version), q[..., R:]), dim=-1)
     k_rot = torch.cat((_rotate(k[..., :R], cos, sin, rope_version), k[..., R:]), dim=-1)
     return q_rot, k_rot
-
-
-def joint_projection(x, projections, cache):
-    """cat([p(x) for p in projections], -1): [q | k | v] for attention, [gate | up] for the MLP.
-
-    This is the one place that decides between one GEMM and several. A call without a cache (training, or a forward
-    without generation) runs one GEMM on the concatenated weights, which costs one copy of the weights and saves
-    launches over the T tokens. A decoding call runs the projections one by one and concatenates their outputs: for
-    a token or two, re-concatenating the weights every step would cost more than it saves. Projections that are not
-    plain nn.Linear (adapters, quantisation) always run as modules.
-    """
-    if cache is None and all(type(p) is nn.Linear for p in projections):
-        bias = None if projections[0].bias is None else torch.cat([p.bias for p in projections])
-        return F.linear(x, torch.cat([p.weight for p in projections]), bias)
-    return torch.cat([p(x) for p in projections], dim=-1)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from transformers.modeling_utils import PreTrainedModel
 
 # Remote-code loading copies into its module cache only the sibling files that this file imports itself, so it imports
 # every file the model needs, lingua_checkpoint.py (used by linear_common.py) included
-from .canon import canon_call, canon_swiglu, create_canon
+from .canon import canon_call, canon_parts, canon_swiglu, create_canon
 from .configuration_gated_deltanet_canon import GatedDeltaNetCanonConfig
-from .layers import RMSNorm, mlp_width, upcast
+from .layers import RMSNorm, joint_projection, mlp_width, upcast
 from .linear_common import (
     GatedRMSNorm,
     LinearCanonBackboneMixin,
@@ -72,7 +72,7 @@ class GatedDeltaNetCanon(nn.Module):
 
     def forward(self, x, mask=None, cache=None):
         B, T, _ = x.shape
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k, v = joint_projection(x, (self.q_proj, self.k_proj, self.v_proj), cache).split(self.split_sizes, dim=-1)
         i = self.layer_idx
         if self.use_short_conv:
             q = canon_call(self.q_conv1d, q, cache, (i, "q_conv1d"), mask)
@@ -80,9 +80,7 @@ class GatedDeltaNetCanon(nn.Module):
             v = canon_call(self.v_conv1d, v, cache, (i, "v_conv1d"), mask)
         else:
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
-        if hasattr(self, "canonB"):
-            qkv = canon_call(self.canonB, torch.cat((q, k, v), dim=-1), cache, (i, "canonB"), mask)
-            q, k, v = qkv.split(self.split_sizes, dim=-1)
+        q, k, v = canon_parts(getattr(self, "canonB", None), (q, k, v), cache, (i, "canonB"), mask)
         beta = upcast(self.b_proj(x)).sigmoid()
         g = -upcast(self.A_log).exp() * F.softplus(upcast(self.a_proj(x)) + upcast(self.dt_bias))
         if mask is not None:  # padded tokens neither decay nor write the state
@@ -120,7 +118,10 @@ class GatedDeltaNetCanonMLP(nn.Module):
             self.up_proj = nn.Linear(d, width, bias=False)
 
     def forward(self, x, mask=None, cache=None):
-        gate_up = self.both_proj(x) if hasattr(self, "both_proj") else (self.gate_proj(x), self.up_proj(x))
+        if hasattr(self, "both_proj"):
+            gate_up = self.both_proj(x)
+        else:
+            gate_up = joint_projection(x, (self.gate_proj, self.up_proj), cache)
         canon = getattr(self, "canonD", None)
         return self.down_proj(canon_swiglu(gate_up, canon, cache, (self.layer_idx, "canonD"), mask))
 

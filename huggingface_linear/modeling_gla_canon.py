@@ -6,7 +6,6 @@ builder for Lingua runs. The recurrence itself lives in `linear_recurrences.py`;
 Canon plumbing in `linear_common.py`; the Lingua config builder in `lingua_bridge.py`.
 """
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
@@ -15,9 +14,9 @@ from transformers.modeling_utils import PreTrainedModel
 
 # Remote-code loading copies into its module cache only the sibling files that this file imports itself, so it imports
 # every file the model needs, lingua_checkpoint.py (used by linear_common.py) included
-from .canon import canon_call, canon_swiglu, create_canon
+from .canon import canon_call, canon_parts, canon_swiglu, create_canon
 from .configuration_gla_canon import GLACanonConfig
-from .layers import RMSNorm, mlp_width, upcast
+from .layers import RMSNorm, joint_projection, mlp_width, upcast
 from .linear_common import (
     GatedRMSNorm,
     LinearCanonBackboneMixin,
@@ -71,7 +70,7 @@ class GatedCanonLinearAttention(nn.Module):
 
     def forward(self, x, mask=None, cache=None):
         B, T, _ = x.shape
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k, v = joint_projection(x, (self.q_proj, self.k_proj, self.v_proj), cache).split(self.split_sizes, dim=-1)
         i = self.layer_idx
         if self.use_short_conv:
             q = canon_call(self.q_conv1d, q, cache, (i, "q_conv1d"), mask)
@@ -79,9 +78,7 @@ class GatedCanonLinearAttention(nn.Module):
             v = canon_call(self.v_conv1d, v, cache, (i, "v_conv1d"), mask)
         else:
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
-        if hasattr(self, "canonB"):
-            qkv = canon_call(self.canonB, torch.cat((q, k, v), dim=-1), cache, (i, "canonB"), mask)
-            q, k, v = qkv.split(self.split_sizes, dim=-1)
+        q, k, v = canon_parts(getattr(self, "canonB", None), (q, k, v), cache, (i, "canonB"), mask)
         if self.feature_map is not None:
             q, k = self.feature_map(q), self.feature_map(k)
         gk = F.logsigmoid(upcast(self.gk_proj(x))) / GATE_LOGIT_NORMALIZER

@@ -10,8 +10,8 @@ Parameter names and state-dict order are those of the published LlamaCanon check
 RMSNorm, the causal mask and the MLP width are `lingua/layers.py`: links to the Hugging Face package's flat, torch-only
 files (this library imports no transformers), so both sides run one implementation: the causal-conv1d and recomputing
 eager paths, and under torch.compile the shifted formulation that inductor fuses with the RMSNorm, residual and
-SwiGLU around each Canon site. q, k and v (and gate and up) keep three (two) projections here, so that under compile
-Canon-B (Canon-D) runs on each part alone and [q | k | v] is never written out.
+SwiGLU around each Canon site. q, k and v (gate and up) keep their own weights, as in the checkpoints, and run as one
+GEMM on the concatenated weights in training (`joint_projection`).
 """
 
 import math
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lingua.canon import ShortConvolution, canon_parts, canon_swiglu, create_canon, norm_then_canon
-from lingua.layers import RMSNorm, causal_mask, mlp_width, upcast
+from lingua.layers import RMSNorm, causal_mask, joint_projection, mlp_width, upcast
 
 CANON_SITES = "ABCD"
 INIT_STD_FACTORS = ("disabled", "global_depth", "current_depth", "dim_ratio")
@@ -155,6 +155,9 @@ class RotaryEmbedding(nn.Module):
         self.theta = theta
         self.rope_dim = rope_dim
 
+    # computed outside torch.compile: inside the graph, inductor would recompute pow, cos and sin for every element
+    # of q and k in each kernel that reads them (forward and backward), instead of reading the T x R/2 table
+    @torch.compiler.disable
     def forward(self, positions: torch.Tensor):
         """positions [T] or [B, T] -> (cos, sin), each [..., T, R/2]."""
         exponents = torch.arange(0, self.rope_dim, 2, device=positions.device, dtype=torch.float32) / self.rope_dim
@@ -218,10 +221,10 @@ class Attention(nn.Module):
         """x [B, T, dim]; rope = (cos, sin); attn_mask: None (causal) or a boolean [B, 1, T, S] (True = attend);
         cache: this layer's LayerCache (generation), whose keys/values precede the T new ones."""
         B, T, _ = x.shape
-        q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        q, k, v = joint_projection(x, (self.wq, self.wk, self.wv), cache).split(self.split_sizes, dim=-1)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
-        # Canon-B on [q | k | v]; under compile fused into the projections' outputs, no concat
+        # Canon-B on [q | k | v], each part with its channels' taps: no concatenation after the QK-norm
         q, k, v = canon_parts(getattr(self, "canonB", None), (q, k, v), cache, "canonB", _mask(cache), doc_ids)
         q = apply_rotary_emb(q.view(B, T, self.n_heads, self.head_dim), *rope)
         k = apply_rotary_emb(k.view(B, T, self.n_kv_heads, self.head_dim), *rope)
@@ -263,9 +266,9 @@ class FeedForward(nn.Module):
             self.canonD = create_canon(2 * self.hidden_dim, args)
 
     def forward(self, x, doc_ids=None, cache=None):
-        # Canon-D (when on) takes [w1 x | w3 x] as the pair: under compile it fuses with SiLU and the product
+        gate_up = joint_projection(x, (self.w1, self.w3), cache)
         canon = getattr(self, "canonD", None)
-        return self.w2(canon_swiglu((self.w1(x), self.w3(x)), canon, cache, "canonD", _mask(cache), doc_ids))
+        return self.w2(canon_swiglu(gate_up, canon, cache, "canonD", _mask(cache), doc_ids))
 
     def reset_parameters(self, init_std=None, factor=1.0):
         in_std = init_std or self.dim**-0.5

@@ -197,10 +197,9 @@ def test_canon_swiglu_equals_reference_then_swiglu(path, K, dtype, forced_path):
     gate, up = reference_of(conv, gate_up).float().chunk(2, dim=-1)
     expected = F.silu(gate) * up
     forced_path(path)
-    for given in (gate_up, gate_up.chunk(2, dim=-1)):  # [gate | up] or the pair (never concatenated when shifted)
-        out = canon_swiglu(given, conv)
-        check_close([out], [expected], dtype, f"{path} forward")
-        check_close(grads(out, params), grads(expected, params), dtype, f"{path} gradients")
+    out = canon_swiglu(gate_up, conv)
+    check_close([out], [expected], dtype, f"{path} forward")
+    check_close(grads(out, params), grads(expected, params), dtype, f"{path} gradients")
 
 
 @pytest.mark.parametrize("K", KERNELS)
@@ -243,27 +242,28 @@ def test_sites_continue_through_a_cache():
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("K, rows", [(1, None), (2, None), (4, None), (4, 1), (4, 2), (3, 4)])
+# rows < T: blocks within a sequence; rows >= T: blocks of rows // T whole sequences (7, 14: one, two of three)
+@pytest.mark.parametrize("K, rows", [(1, None), (2, None), (4, None), (4, 1), (4, 2), (3, 4), (4, 7), (3, 14)])
 def test_chunked_conv_gradcheck(K, rows):
-    x = torch.randn(2, 7, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 7, 3, dtype=torch.float64, requires_grad=True)
     w = torch.randn(3, K, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda *a: canon_conv(*a, rows), (x, w))
     torch.testing.assert_close(canon_conv(x, w, rows), canon_reference(x, w, residual=False))
 
 
 @pytest.mark.parametrize("residual", [True, False])
-@pytest.mark.parametrize("rows", [None, 1, 4])
+@pytest.mark.parametrize("rows", [None, 1, 4, 12])
 def test_chunked_norm_canon_gradcheck(residual, rows):
-    h = torch.randn(2, 6, 5, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(3, 6, 5, dtype=torch.float64, requires_grad=True)
     nw = (1 + 0.3 * torch.randn(5, dtype=torch.float64)).requires_grad_()
     cw = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda *a: norm_canon(*a, 1e-5, residual, rows), (h, nw, cw))
 
 
 @pytest.mark.parametrize("residual", [True, False])
-@pytest.mark.parametrize("K, rows", [(3, None), (3, 2), (4, 1), (4, 3), (2, 5), (1, 2)])
+@pytest.mark.parametrize("K, rows", [(3, None), (3, 2), (4, 1), (4, 3), (2, 5), (1, 2), (3, 7), (4, 14)])
 def test_chunked_canon_swiglu_gradcheck(residual, K, rows):
-    gate_up = torch.randn(2, 7, 8, dtype=torch.float64, requires_grad=True)
+    gate_up = torch.randn(3, 7, 8, dtype=torch.float64, requires_grad=True)
     w = torch.randn(8, K, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda *a: canon_swiglu_recompute(*a, residual, rows), (gate_up, w))
 
