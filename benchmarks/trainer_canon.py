@@ -32,8 +32,9 @@ from pathlib import Path
 
 import torch
 
-LINGUA = Path(__file__).resolve().parents[1] / "lingua_modified"
-sys.path.insert(0, str(LINGUA))
+ROOT = Path(__file__).resolve().parents[1]
+LINGUA = ROOT / "lingua_modified"
+sys.path[:0] = [str(LINGUA), str(ROOT)]  # this checkout's packages (apps.gla imports huggingface_linear)
 
 from trainer import write_data  # noqa: E402  (benchmarks/trainer.py, beside this script)
 

@@ -8,9 +8,10 @@ SiLU, and without the residual.
 
 Read top to bottom:
 - `canon_reference`: the plain definition, a few lines on torch's Conv1d; the tests' oracle, never used to train.
-- `shifted_conv`: the conv as K shifted multiply-adds over a padded view. Pointwise only, so under torch.compile it
-  fuses with the RMSNorm before it, the residual after it, SwiGLU around Canon-D and the q/k/v split around Canon-B;
-  it also serves document resets (a contribution across a document start is dropped) and cached prefill.
+- `shifted_conv`: the conv as K shifted multiply-adds over padded views, forward and (hand-written) backward.
+  Pointwise only, so under torch.compile it fuses with the RMSNorm before it, the residual after it, SwiGLU around
+  Canon-D and the q/k/v split around Canon-B; it also serves document resets (a contribution across a document
+  start is dropped) and cached prefill.
 - eager fast paths: causal-conv1d (CUDA, K in 2..4) and, elsewhere, chunked autograd Functions that recompute the
   cheap tensors in backward (`canon_conv`, `norm_canon`, `canon_swiglu_recompute`).
 - `choose_path`: the one place that decides which of these a call runs.
@@ -83,21 +84,28 @@ def _shift(x: torch.Tensor, s: int) -> torch.Tensor:
     return F.pad(x[:, -s:], (0, 0, 0, -s))
 
 
-@torch.library.custom_op("physicslm4_canon::materialize", mutates_args=())
-def _materialize(x: torch.Tensor) -> torch.Tensor:
-    return x.clone()
+if hasattr(torch.library, "custom_op"):
 
+    @torch.library.custom_op("physicslm4_canon::opaque_copy", mutates_args=())
+    def _opaque_copy(x: torch.Tensor) -> torch.Tensor:
+        """x.clone() that torch.compile cannot see into: its input is written out once. The shifted conv's backward
+        reads its incoming gradient 2K times (K shifts, K tap sums); left inlined, inductor would recompute whatever
+        produced that gradient (SiLU's backward before Canon-D, RoPE's before Canon-B) in every one of those reads."""
+        return x.clone()
 
-@_materialize.register_fake
-def _(x):
-    return torch.empty_like(x)
+    _opaque_copy.register_fake(torch.empty_like)
+else:  # torch before 2.4 (remote-code users): the same values, fused or not
+
+    def _opaque_copy(x: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 class _ShiftedConv(torch.autograd.Function):
     """y[:, t] = sum_s taps[K-1-s] * keep_s * x[:, t-s], with taps [K, C] (fp32) and keep_s [B, T] the optional
-    document masks (None: keep all). Forward and backward are written with shifted views only, and only x and the taps
-    are saved: left to autograd, the compiler would save (and write out) a shifted copy of x per tap for the
-    taps' gradient, i.e. K-1 extra activations per Canon site."""
+    document masks (None: keep all). Written out by hand so that only x and the taps are saved: left to autograd,
+    the compiler saves a padded copy of x per tap for the taps' gradient (K-1 extra activations per Canon site,
+    written in forward and read back in backward). Here the taps' gradient pairs x with the gradient shifted
+    earlier, which the backward builds itself."""
 
     @staticmethod
     def forward(ctx, x, taps, keep):
@@ -111,28 +119,30 @@ class _ShiftedConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, taps, keep = ctx.saved_tensors
-        grad = _materialize(grad)
-        K, grad32 = taps.shape[0], upcast(grad)
+        K, grad32, x32 = taps.shape[0], upcast(_opaque_copy(grad)), upcast(x)
         grad_x = grad32 * taps[K - 1]
         grad_taps = [None] * K
-        grad_taps[K - 1] = _token_sum(grad32 * upcast(x))
+        grad_taps[K - 1] = _token_sum(grad32 * x32)
         for s in range(1, K):
-            earlier = _shift(_masked(grad32, keep, s), -s)
+            earlier = _shift(_masked(grad32, keep, s), -s)  # at t: the gradient of output t + s
             grad_x = grad_x + earlier * taps[K - 1 - s]
-            grad_taps[K - 1 - s] = _token_sum(earlier * upcast(x))
+            grad_taps[K - 1 - s] = _token_sum(earlier * x32)
         return grad_x.to(x.dtype), torch.stack(grad_taps), None
 
 
-def _token_sum(p):
-    R = 16
-    n = p.shape[0] * p.shape[1]
-    if p.shape[1] % R:
-        return p.sum((0, 1))
-    return p.reshape(n // R, R, p.shape[2]).sum(1).sum(0)
-
-
 def _masked(x, keep, s):
+    """x times the document mask of shift s (x itself without document resets)."""
     return x if keep is None else x * keep[s - 1][..., None]
+
+
+def _token_sum(p: torch.Tensor, block: int = 16) -> torch.Tensor:
+    """p [B, T, C] summed over batch and time, in two stages (within blocks of `block` positions, then over the
+    blocks): inductor reduces each stage over rows that stay in cache, instead of streaming the whole tensor once per
+    group of channels."""
+    n = p.shape[0] * p.shape[1]
+    if n % block:
+        return p.sum((0, 1))
+    return p.reshape(n // block, block, p.shape[2]).sum(1).sum(0)
 
 
 def shifted_conv(x, weight, context=None, doc_ids=None, residual=False):
