@@ -201,7 +201,7 @@ def print_table(rows, device, dtype) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 KERNEL_DEF = re.compile(r"\b((?:cpp|triton)_\w+?_\d+)\b")
-LIBRARY_CALL = re.compile(r"\bextern_kernels\.\w+\(|\btorch\.ops\.aten\.\w+\.\w+\(")
+LIBRARY_CALL = re.compile(r"\bextern_kernels\.\w+\(|\btorch\.ops\.\w+\.\w+\.\w+\(")  # aten and custom ops
 
 
 def block_kernels(canon_set: str, opaque: bool, dim=256, seq_len=64, device="cpu") -> tuple[int, int, int, int]:

@@ -490,9 +490,13 @@ class ShortConvolution(nn.Conv1d):
         and it is exact."""
         window = torch.cat([conv_state, x], dim=1)  # [B, K, C], oldest first
         conv_state.copy_(window[:, 1:])
-        y = (upcast(window) * upcast(self.weight[:, 0, :]).T).sum(1, keepdim=True).to(x.dtype)
-        if self.bias is not None:
-            y = y + self.bias
+        taps, bias = self.weight.permute(1, 2, 0), self.bias  # [1, K, C], a view
+        if window.dtype == upcast(window).dtype:
+            y = (window * taps).sum(1, keepdim=True)
+        else:  # half precision: the sum in fp32
+            y = (window.float() * taps.float()).sum(1, keepdim=True).to(x.dtype)
+        if bias is not None:
+            y = y + bias
         if self.activation:
             y = F.silu(y)
         return x + y if self.residual else y
