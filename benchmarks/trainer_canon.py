@@ -245,10 +245,8 @@ def print_kernels(device: str) -> None:
     ):
         fwd, bwd, calls_fwd, calls_bwd = block_kernels(canon_set, opaque, device=device)
         print(f"{label:<44}{fwd:>10}{bwd:>10}{calls_fwd:>10}{calls_bwd:>10}")
-    print(
-        "fused = loops inductor generated (each one pass over its tensors); calls = library kernels (GEMMs, attention,"
-    )
-    print("convolutions) and aten fallbacks, each at least one more pass")
+    print("fused = kernels inductor generated (loops over their tensors); calls = library kernels (GEMMs, attention,")
+    print("convolutions), aten fallbacks and custom ops (Canon's opaque gradient copy), each at least one more pass")
 
 
 def main() -> None:
