@@ -484,17 +484,30 @@ class ShortConvolution(nn.Conv1d):
             return x + F.silu(y) if self.residual else F.silu(y)
         return y
 
+    def step_taps(self) -> torch.Tensor:
+        """The taps as a contiguous [K, C] tensor, at least fp32 (a strided view of the weight makes each decoding
+        multiply about twice as slow). Kept between steps while the weight is unchanged: in-place updates move its
+        version counter, and a new tensor (load, .to()) its address. Rebuilt every call when gradients flow to it."""
+        weight = self.weight
+        if torch.is_grad_enabled() and weight.requires_grad:
+            return upcast(weight[:, 0, :].T)
+        key = (weight._version, weight.data_ptr(), weight.dtype, weight.device)
+        if self.__dict__.get("_step_taps_key") != key:
+            self.__dict__["_step_taps"] = upcast(weight.detach()[:, 0, :].T).contiguous()
+            self.__dict__["_step_taps_key"] = key
+        return self.__dict__["_step_taps"]
+
     def step(self, x, conv_state):
         """One decoding step: x [B, 1, C] after the K-1 inputs in conv_state, which shifts by one in place. A handful
         of ops, because decoding is bound by per-op overhead: on GPU this beat causal_conv1d_update (see the README),
         and it is exact."""
         window = torch.cat([conv_state, x], dim=1)  # [B, K, C], oldest first
         conv_state.copy_(window[:, 1:])
-        taps, bias = self.weight.permute(1, 2, 0), self.bias  # [1, K, C], a view
-        if window.dtype == upcast(window).dtype:
+        taps, bias = self.step_taps(), self.bias
+        if window.dtype == taps.dtype:
             y = (window * taps).sum(1, keepdim=True)
         else:  # half precision: the sum in fp32
-            y = (window.float() * taps.float()).sum(1, keepdim=True).to(x.dtype)
+            y = (window.float() * taps).sum(1, keepdim=True).to(x.dtype)
         if bias is not None:
             y = y + bias
         if self.activation:

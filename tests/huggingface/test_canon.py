@@ -165,6 +165,19 @@ def test_shifted_gradients_in_either_reduction(K, T):
     check_close(grads(out, params), grads(expected, params), torch.float32, "shifted gradients")
 
 
+def test_decoding_follows_weight_updates():
+    """The decode step keeps its taps between steps; a changed weight (in place, or a new tensor) is what it uses."""
+    conv = make_conv(4, torch.float32)
+    x = torch.randn(2, 1, 6, device=DEVICE)
+    context = torch.randn(2, 3, 6, device=DEVICE)
+    with torch.no_grad():
+        for change in (None, lambda: conv.weight.mul_(-2.0), lambda: setattr(conv.weight, "data", conv.weight + 1)):
+            if change is not None:
+                change()
+            out = conv(x, conv_state=context.clone())
+            torch.testing.assert_close(out, reference_of(conv, x, context))
+
+
 def test_padding_never_leaks_and_caller_tensor_is_untouched():
     conv = ShortConvolution(3, kernel_size=4)
     x = torch.randn(1, 6, 3)
