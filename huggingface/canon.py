@@ -84,20 +84,27 @@ def _shift(x: torch.Tensor, s: int) -> torch.Tensor:
     return F.pad(x[:, -s:], (0, 0, 0, -s))
 
 
-if hasattr(torch.library, "custom_op"):
+def _clone(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()
 
-    @torch.library.custom_op("physicslm4_canon::opaque_copy", mutates_args=())
-    def _opaque_copy(x: torch.Tensor) -> torch.Tensor:
-        """x.clone() that torch.compile cannot see into: its input is written out once. The shifted conv's backward
-        reads its incoming gradient 2K times (K shifts, K tap sums); left inlined, inductor would recompute whatever
-        produced that gradient (SiLU's backward before Canon-D, RoPE's before Canon-B) in every one of those reads."""
-        return x.clone()
 
-    _opaque_copy.register_fake(torch.empty_like)
-else:  # torch before 2.4 (remote-code users): the same values, fused or not
+def _define_opaque_copy():
+    """x.clone() that torch.compile cannot see into: its input is written out once. The shifted conv's backward
+    reads its incoming gradient 2K times (K shifts, K tap sums); left inlined, inductor would recompute whatever
+    produced that gradient (SiLU's backward before Canon-D, RoPE's before Canon-B) in every one of those reads.
 
-    def _opaque_copy(x: torch.Tensor) -> torch.Tensor:
-        return x
+    Defined once per process: this file may be imported under several names (the Hugging Face remote-code copy, the
+    linked packages), and defining the op again would free the kernels that the first copy still calls. On torch
+    without torch.library.custom_op (before 2.4) the identity: the same values, fused or not."""
+    if not hasattr(torch.library, "custom_op"):
+        return lambda x: x
+    if not hasattr(torch.ops.physicslm4_canon, "opaque_copy"):
+        op = torch.library.custom_op("physicslm4_canon::opaque_copy", mutates_args=())(_clone)
+        op.register_fake(torch.empty_like)
+    return torch.ops.physicslm4_canon.opaque_copy
+
+
+_opaque_copy = _define_opaque_copy()
 
 
 class _ShiftedConv(torch.autograd.Function):
