@@ -585,24 +585,35 @@ def norm_then_canon(h, norm_weight, eps, canon=None, cache=None, key=None, mask=
     return canon(n, attention_mask=mask, conv_state=state, doc_ids=doc_ids, path=path)
 
 
-def canon_parts(conv, parts, cache=None, key=None, mask=None, doc_ids=None):
+def canon_parts(conv, parts, cache=None, key=None, mask=None, doc_ids=None, norms=None):
     """conv applied to the channel concatenation of `parts` ([B, T, C_i] each), returned as the same parts (Canon-B
-    on q, k, v). In training each part runs alone with its slice of the taps, so the concatenation is never written
-    out; with a decode state (one state for all channels) or causal-conv1d (one launch) the parts are concatenated.
-    The parts themselves when there is no conv (the site is off)."""
+    on q, k, v). `norms`: optional RMSNorm modules (or None) per part, applied to their part before the conv (the
+    QK-norm before Canon-B). In training each part runs alone with its slice of the taps, so the concatenation is
+    never written out, and the recomputing path fuses a part's norm with its conv (as `norm_then_canon` does); with a
+    decode state (one state for all channels) or causal-conv1d (one launch) the parts are concatenated. Without a
+    conv (the site is off) the parts, normalised."""
+    norms = norms or [None] * len(parts)
     if conv is None:
-        return parts
+        return [_normalize(x, norm) for x, norm in zip(parts, norms, strict=True)]
     state = conv_state(cache, key, conv, parts[0])
     path = choose_path(conv, parts[0], mask, state, doc_ids)
     widths = [p.shape[-1] for p in parts]
     if path in ("step", "context", "causal_conv1d"):
-        whole = conv(torch.cat(parts, dim=-1), attention_mask=mask, conv_state=state, doc_ids=doc_ids, path=path)
-        return whole.split(widths, dim=-1)
+        whole = torch.cat([_normalize(x, norm) for x, norm in zip(parts, norms, strict=True)], dim=-1)
+        return conv(whole, attention_mask=mask, conv_state=state, doc_ids=doc_ids, path=path).split(widths, dim=-1)
     weights = conv.weight[:, 0, :].split(widths)
     biases = [None] * len(parts) if conv.bias is None else conv.bias.split(widths)
-    return [
-        conv.channels(x, w, b, mask, doc_ids=doc_ids, path=path) for x, w, b in zip(parts, weights, biases, strict=True)
-    ]
+    out = []
+    for x, weight, bias, norm in zip(parts, weights, biases, norms, strict=True):
+        if norm is not None and path == "recompute":
+            out.append(norm_canon(x, norm.weight, weight, norm.eps, conv.residual))
+        else:
+            out.append(conv.channels(_normalize(x, norm), weight, bias, mask, doc_ids=doc_ids, path=path))
+    return out
+
+
+def _normalize(x, norm):
+    return x if norm is None else rms_normalize(x, norm.weight, norm.eps)[0]
 
 
 def canon_swiglu(gate_up, canon=None, cache=None, key=None, mask=None, doc_ids=None):

@@ -222,10 +222,11 @@ class Attention(nn.Module):
         cache: this layer's LayerCache (generation), whose keys/values precede the T new ones."""
         B, T, _ = x.shape
         q, k, v = joint_projection(x, (self.wq, self.wk, self.wv), cache).split(self.split_sizes, dim=-1)
-        if hasattr(self, "q_norm"):
-            q, k = self.q_norm(q), self.k_norm(k)
-        # Canon-B on [q | k | v], each part with its channels' taps: no concatenation after the QK-norm
-        q, k, v = canon_parts(getattr(self, "canonB", None), (q, k, v), cache, "canonB", _mask(cache), doc_ids)
+        # the QK-norm, then Canon-B on [q | k | v], each part with its channels' taps (no concatenation; in eager
+        # training each norm runs fused with its part's conv)
+        norms = (self.q_norm, self.k_norm, None) if hasattr(self, "q_norm") else None
+        canon = getattr(self, "canonB", None)
+        q, k, v = canon_parts(canon, (q, k, v), cache, "canonB", _mask(cache), doc_ids, norms)
         q = apply_rotary_emb(q.view(B, T, self.n_heads, self.head_dim), *rope)
         k = apply_rotary_emb(k.view(B, T, self.n_kv_heads, self.head_dim), *rope)
         v = v.view(B, T, self.n_kv_heads, self.head_dim)

@@ -23,6 +23,7 @@ from huggingface.canon import (
     rms_normalize,
     shifted_conv,
 )
+from huggingface.layers import RMSNorm
 
 TRAIN_PATHS = ["shifted", "recompute", "plain"] + (
     ["causal_conv1d"] if canon.causal_conv1d_fn is not None and torch.cuda.is_available() else []
@@ -266,19 +267,28 @@ def test_canon_swiglu_equals_reference_then_swiglu(path, K, dtype, forced_path):
 
 @pytest.mark.parametrize("K", KERNELS)
 @pytest.mark.parametrize("path", TRAIN_PATHS)
-@pytest.mark.parametrize("variant", ["residual", "bias-silu"])
+@pytest.mark.parametrize("variant", ["residual", "bias-silu", "qk-norm"])
 def test_canon_parts_equal_the_layer_on_the_concatenation(path, K, variant, forced_path):
-    """Canon-B on (q, k, v): the parts' outputs are the layer's output on [q | k | v], split."""
+    """Canon-B on (q, k, v): the parts' outputs are the layer's output on [q | k | v], split; with the QK-norm
+    (`norms` on the first two parts) the layer's output on [norm(q) | norm(k) | v]."""
     if path == "causal_conv1d" and K == 1:
         pytest.skip("causal-conv1d serves K = 2..4 only")
     conv = make_conv(
-        K, torch.float32, channels=9, **({} if variant == "residual" else dict(bias=True, activation=True))
+        K, torch.float32, channels=9, **(dict(bias=True, activation=True) if variant == "bias-silu" else {})
     )
-    parts = [leaf(torch.randn(2, 7, c, device=DEVICE), torch.float32) for c in (4, 3, 2)]
+    parts = [leaf(3 * torch.randn(2, 7, c, device=DEVICE), torch.float32) for c in (4, 3, 2)]
     params = parts + list(conv.parameters())
-    expected = reference_of(conv, torch.cat(parts, dim=-1))
+    norms, normed = None, parts
+    if variant == "qk-norm":
+        norms = [RMSNorm(c).to(DEVICE) for c in (4, 3)] + [None]
+        for norm in norms[:2]:
+            with torch.no_grad():
+                norm.weight.normal_(1, 0.3)
+            params.append(norm.weight)
+        normed = [p if n is None else rms_normalize(p, n.weight, n.eps)[0] for p, n in zip(parts, norms, strict=True)]
+    expected = reference_of(conv, torch.cat(normed, dim=-1))
     forced_path(path)
-    out = torch.cat(canon_parts(conv, parts), dim=-1)
+    out = torch.cat(canon_parts(conv, parts, norms=norms), dim=-1)
     check_close([out], [expected], torch.float32, f"{path} forward")
     check_close(grads(out, params), grads(expected, params), torch.float32, f"{path} gradients")
 
