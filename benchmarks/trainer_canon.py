@@ -246,7 +246,7 @@ def print_kernels(device: str) -> None:
         fwd, bwd, calls_fwd, calls_bwd = block_kernels(canon_set, opaque, device=device)
         print(f"{label:<44}{fwd:>10}{bwd:>10}{calls_fwd:>10}{calls_bwd:>10}")
     print("fused = kernels inductor generated (loops over their tensors); calls = library kernels (GEMMs, attention,")
-    print("convolutions), aten fallbacks and custom ops (Canon's opaque gradient copy), each at least one more pass")
+    print("convolutions), aten fallbacks and custom ops, each at least one more pass over its tensors")
 
 
 def main() -> None:

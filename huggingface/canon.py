@@ -84,35 +84,14 @@ def _shift(x: torch.Tensor, s: int) -> torch.Tensor:
     return F.pad(x[:, -s:], (0, 0, 0, -s))
 
 
-def _clone(x: torch.Tensor) -> torch.Tensor:
-    return x.clone()
-
-
-def _define_opaque_copy():
-    """x.clone() that torch.compile cannot see into: its input is written out once. The shifted conv's backward
-    reads its incoming gradient 2K times (K shifts, K tap sums); left inlined, inductor would recompute whatever
-    produced that gradient (SiLU's backward before Canon-D, RoPE's before Canon-B) in every one of those reads.
-
-    Defined once per process: this file may be imported under several names (the Hugging Face remote-code copy, the
-    linked packages), and defining the op again would free the kernels that the first copy still calls. On torch
-    without torch.library.custom_op (before 2.4) the identity: the same values, fused or not."""
-    if not hasattr(torch.library, "custom_op"):
-        return lambda x: x
-    if not hasattr(torch.ops.physicslm4_canon, "opaque_copy"):
-        op = torch.library.custom_op("physicslm4_canon::opaque_copy", mutates_args=())(_clone)
-        op.register_fake(torch.empty_like)
-    return torch.ops.physicslm4_canon.opaque_copy
-
-
-_opaque_copy = _define_opaque_copy()
-
-
 class _ShiftedConv(torch.autograd.Function):
     """y[:, t] = sum_s taps[K-1-s] * keep_s * x[:, t-s], with taps [K, C] (fp32) and keep_s [B, T] the optional
     document masks (None: keep all). Written out by hand so that only x and the taps are saved: left to autograd,
     the compiler saves a padded copy of x per tap for the taps' gradient (K-1 extra activations per Canon site,
     written in forward and read back in backward). Here the taps' gradient pairs x with the gradient shifted
-    earlier, which the backward builds itself."""
+    earlier, which the backward builds itself. The incoming gradient is read where it lies: under compile, inductor
+    folds whatever produced it (SwiGLU's or RoPE's backward) into these loops, which measured cheaper than writing
+    it out once first (benchmarks/README.md)."""
 
     @staticmethod
     def forward(ctx, x, taps, keep):
@@ -126,7 +105,7 @@ class _ShiftedConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, taps, keep = ctx.saved_tensors
-        K, grad32, x32 = taps.shape[0], upcast(_opaque_copy(grad)), upcast(x)
+        K, grad32, x32 = taps.shape[0], upcast(grad), upcast(x)
         grad_x = grad32 * taps[K - 1]
         grad_taps = [None] * K
         grad_taps[K - 1] = _token_sum(grad32 * x32)
