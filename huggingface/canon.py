@@ -84,36 +84,75 @@ def _shift(x: torch.Tensor, s: int) -> torch.Tensor:
     return F.pad(x[:, -s:], (0, 0, 0, -s))
 
 
+def _shifted_forward(x, taps, keep):
+    """y[:, t] = sum_s taps[K-1-s] * keep_s * x[:, t-s] in fp32, with taps [K, C] (fp32) and keep_s [B, T] the
+    optional document masks (None: keep all)."""
+    K = taps.shape[0]
+    y = upcast(x) * taps[K - 1]
+    for s in range(1, K):
+        y = y + _masked(upcast(_shift(x, s)), keep, s) * taps[K - 1 - s]
+    return y
+
+
+def _shifted_backward(grad, x, taps, keep):
+    """Gradients of `_shifted_forward` for the output gradient `grad`: (for x in x's dtype, for the taps). The taps'
+    gradient pairs x with the gradient shifted earlier, which also serves the input's gradient."""
+    K, grad32, x32 = taps.shape[0], upcast(grad), upcast(x)
+    grad_x = grad32 * taps[K - 1]
+    grad_taps = [None] * K
+    grad_taps[K - 1] = _token_sum(grad32 * x32)
+    for s in range(1, K):
+        earlier = _shift(_masked(grad32, keep, s), -s)  # at t: the gradient of output t + s
+        grad_x = grad_x + earlier * taps[K - 1 - s]
+        grad_taps[K - 1 - s] = _token_sum(earlier * x32)
+    return grad_x.to(x.dtype), torch.stack(grad_taps)
+
+
 class _ShiftedConv(torch.autograd.Function):
-    """y[:, t] = sum_s taps[K-1-s] * keep_s * x[:, t-s], with taps [K, C] (fp32) and keep_s [B, T] the optional
-    document masks (None: keep all). Written out by hand so that only x and the taps are saved: left to autograd,
-    the compiler saves a padded copy of x per tap for the taps' gradient (K-1 extra activations per Canon site,
-    written in forward and read back in backward). Here the taps' gradient pairs x with the gradient shifted
-    earlier, which the backward builds itself. The incoming gradient is read where it lies: under compile, inductor
-    folds whatever produced it (SwiGLU's or RoPE's backward) into these loops, which measured cheaper than writing
-    it out once first (benchmarks/README.md)."""
+    """`_shifted_forward` with its gradient written out by hand, so that only x and the taps are saved: left to
+    autograd, the compiler saves a padded copy of x per tap for the taps' gradient (K-1 extra activations per Canon
+    site, written in forward and read back in backward). The incoming gradient is read where it lies: under compile,
+    inductor folds whatever produced it (RoPE's backward, a norm's) into these loops, which measured cheaper than
+    writing it out once first (benchmarks/README.md)."""
 
     @staticmethod
     def forward(ctx, x, taps, keep):
         ctx.save_for_backward(x, taps, keep)
-        K = taps.shape[0]
-        y = upcast(x) * taps[K - 1]
-        for s in range(1, K):
-            y = y + _masked(upcast(_shift(x, s)), keep, s) * taps[K - 1 - s]
-        return y.to(x.dtype)
+        return _shifted_forward(x, taps, keep).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         x, taps, keep = ctx.saved_tensors
-        K, grad32, x32 = taps.shape[0], upcast(grad), upcast(x)
-        grad_x = grad32 * taps[K - 1]
-        grad_taps = [None] * K
-        grad_taps[K - 1] = _token_sum(grad32 * x32)
-        for s in range(1, K):
-            earlier = _shift(_masked(grad32, keep, s), -s)  # at t: the gradient of output t + s
-            grad_x = grad_x + earlier * taps[K - 1 - s]
-            grad_taps[K - 1 - s] = _token_sum(earlier * x32)
-        return grad_x.to(x.dtype), torch.stack(grad_taps), None
+        return *_shifted_backward(grad, x, taps, keep), None
+
+
+class _ShiftedSwiGLU(torch.autograd.Function):
+    """silu(g) * u with [g | u] = `_shifted_forward` of x [B, T, 2F]: Canon-D and SwiGLU in one function that saves
+    only x and the taps. Backward recomputes [g | u] from x (K multiply-adds in the loop that needs them) rather than
+    keeping it: an activation of the MLP's full width less written in forward and read back in backward."""
+
+    @staticmethod
+    def forward(ctx, x, taps, keep):
+        ctx.save_for_backward(x, taps, keep)
+        gate, up = _ShiftedSwiGLU.gate_up(x, taps, keep)
+        return (F.silu(gate) * up).to(x.dtype)
+
+    @staticmethod
+    def gate_up(x, taps, keep):
+        """The conv's two halves, each computed from its own half of x and the taps: under compile each is then
+        used once and folded into the loop that consumes it, instead of the whole conv written out first."""
+        half = x.shape[-1] // 2
+        gate = _shifted_forward(x[..., :half], taps[:, :half], keep)
+        return gate, _shifted_forward(x[..., half:], taps[:, half:], keep)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, taps, keep = ctx.saved_tensors
+        gate, up = _ShiftedSwiGLU.gate_up(x, taps, keep)
+        grad32, sigmoid = upcast(grad), torch.sigmoid(gate)
+        grad_gate = grad32 * up * sigmoid * (1 + gate * (1 - sigmoid))
+        grad_up = grad32 * gate * sigmoid
+        return *_shifted_backward(torch.cat([grad_gate, grad_up], dim=-1), x, taps, keep), None
 
 
 def _masked(x, keep, s):
@@ -131,6 +170,24 @@ def _token_sum(p: torch.Tensor, block: int = 16) -> torch.Tensor:
     return p.reshape(n // block, block, p.shape[2]).sum(1).sum(0)
 
 
+def _shifted_taps(weight, residual):
+    """weight [C, K] as fp32 taps [K, C] (each tap contiguous over channels, which keeps inductor's loops over the
+    channels vectorised), plus 1 on the current token's tap when `residual`. Built by a cat, because inductor folds a
+    transposing .contiguous() back into strided reads of the weight, and its loops then run scalar."""
+    taps = upcast(weight).t()
+    return torch.cat([taps[:-1], taps[-1:] + (1 if residual else 0)])
+
+
+def _document_keep(doc_ids, x, K):
+    """[K-1, B, T] in x's dtype: 1 where the input s positions back (s = 1..K-1) is in the same document, else 0.
+    None without document ids."""
+    if doc_ids is None or K == 1:
+        return None
+    padded_ids = F.pad(doc_ids, (K - 1, 0), value=-1)
+    T = x.shape[1]
+    return torch.stack([padded_ids[:, K - 1 - s : K - 1 - s + T] == doc_ids for s in range(1, K)]).to(x.dtype)
+
+
 def shifted_conv(x, weight, context=None, doc_ids=None, residual=False):
     """y[:, t] = sum_s weight[:, K-1-s] * x[:, t-s] over shifts s < K (plus x when `residual`), accumulated in fp32,
     returned in x's dtype.
@@ -139,20 +196,20 @@ def shifted_conv(x, weight, context=None, doc_ids=None, residual=False):
     position; a term whose input lies in an earlier document is dropped (the layer restarts at every document).
     Every op is elementwise on a shifted view of x, so inductor emits the whole conv (with whatever elementwise work
     surrounds it, forward and backward) inside the loops it already runs over the activations, instead of an opaque
-    convolution call. The taps are [K, C], each tap contiguous over channels, which keeps those loops vectorised.
+    convolution call.
     """
-    K = weight.shape[-1]
-    taps = upcast(weight).t()
-    taps = torch.cat([taps[:-1], taps[-1:] + 1]) if residual else taps.contiguous()
+    K, taps = weight.shape[-1], _shifted_taps(weight, residual)
     if context is not None:  # the conv of [context | x], of which the last T outputs are x's
         full = torch.cat([context.to(x.dtype), x], dim=1)
         return _ShiftedConv.apply(full, taps, None)[:, K - 1 :]
-    keep = None
-    if doc_ids is not None and K > 1:
-        padded_ids = F.pad(doc_ids, (K - 1, 0), value=-1)
-        T = x.shape[1]
-        keep = torch.stack([padded_ids[:, K - 1 - s : K - 1 - s + T] == doc_ids for s in range(1, K)]).to(x.dtype)
-    return _ShiftedConv.apply(x, taps, keep)
+    return _ShiftedConv.apply(x, taps, _document_keep(doc_ids, x, K))
+
+
+def shifted_swiglu(gate_up, weight, doc_ids=None, residual=False):
+    """silu(gate) * up for [gate | up] = `shifted_conv(gate_up, weight, doc_ids=doc_ids, residual=residual)`, in one
+    autograd function that recomputes the conv in backward (the compiled Canon-D)."""
+    K = weight.shape[-1]
+    return _ShiftedSwiGLU.apply(gate_up, _shifted_taps(weight, residual), _document_keep(doc_ids, gate_up, K))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -602,6 +659,8 @@ def canon_swiglu(gate_up, canon=None, cache=None, key=None, mask=None, doc_ids=N
         path = choose_path(canon, gate_up, mask, state, doc_ids)
         if path == "recompute":
             return canon_swiglu_recompute(gate_up, canon.weight[:, 0, :], canon.residual)
+        if path == "shifted" and canon.is_pure_conv:
+            return shifted_swiglu(gate_up, canon.weight[:, 0, :], doc_ids, canon.residual)
         gate_up = canon(gate_up, attention_mask=mask, conv_state=state, doc_ids=doc_ids, path=path)
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up

@@ -156,6 +156,51 @@ def test_document_resets_gradients_equal_the_reference_per_document(K):
     check_close(grads(out, params), grads(expected, params), torch.float32, "document-reset gradients")
 
 
+@pytest.mark.parametrize("residual", [True, False])
+@pytest.mark.parametrize("T", [8, 9])  # 2 x 8 positions: the taps' gradient sums in two stages; 2 x 9: in one
+@pytest.mark.parametrize("K", KERNELS)
+def test_canon_swiglu_with_document_resets_equals_swiglu_of_the_reference_per_document(K, T, residual):
+    """Canon-D fused with SwiGLU on the shifted path (one function that recomputes the conv in backward), with
+    document masks: forward and gradients as if each document ran alone through the reference, then SwiGLU."""
+    conv = make_conv(K, torch.float32, residual=residual, channels=8)
+    gate_up = leaf(torch.randn(2, T, 8, device=DEVICE), torch.float32)
+    starts = torch.zeros(2, T, dtype=torch.bool, device=DEVICE)
+    starts[0, [0, 3, 4]] = True
+    starts[1, [0, 6]] = True
+    params = [gate_up, conv.weight]
+    doc_ids = starts.cumsum(1)
+    assert choose_path(conv, gate_up, doc_ids=doc_ids) == "shifted"
+    out = canon_swiglu(gate_up, conv, doc_ids=doc_ids)
+    rows = []
+    for row in range(2):
+        edges = starts[row].nonzero().flatten().tolist() + [T]
+        pieces = [reference_of(conv, gate_up[row : row + 1, a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        rows.append(torch.cat(pieces, dim=1))
+    gate, up = torch.cat(rows).chunk(2, dim=-1)
+    expected = F.silu(gate) * up
+    check_close([out], [expected], torch.float32, "forward")
+    check_close(grads(out, params), grads(expected, params), torch.float32, "gradients")
+
+
+def test_shifted_canon_swiglu_keeps_only_its_input_for_backward():
+    """The shifted Canon-D with SwiGLU (what compile and document resets run) saves its input, the [K, C] taps and
+    the document masks, nothing of the MLP's width computed from them: backward recomputes the conv."""
+    conv = make_conv(4, torch.float32, channels=8)
+    gate_up = leaf(torch.randn(2, 16, 8, device=DEVICE), torch.float32)
+    doc_ids = torch.zeros(2, 16, dtype=torch.long, device=DEVICE)
+    doc_ids[:, 9:] = 1
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = canon_swiglu(gate_up, conv, doc_ids=doc_ids)
+    assert out.shape == (2, 16, 4)
+    assert sorted(tuple(t.shape) for t in saved) == [(2, 16, 8), (3, 2, 16), (4, 8)]
+
+
 @pytest.mark.parametrize("T", [8, 9])  # 2 x 8 positions: the taps' gradient sums in two stages; 2 x 9: in one
 @pytest.mark.parametrize("K", KERNELS)
 def test_shifted_gradients_in_either_reduction(K, T):
