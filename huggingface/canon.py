@@ -9,9 +9,9 @@ SiLU, and without the residual.
 Read top to bottom:
 - `canon_reference`: the plain definition, a few lines on torch's Conv1d; the tests' oracle, never used to train.
 - `shifted_conv`: the conv as K shifted multiply-adds over padded views, forward and (hand-written) backward.
-  Pointwise only, so under torch.compile it fuses with the RMSNorm before it, the residual after it, SwiGLU around
-  Canon-D and the q/k/v split around Canon-B; it also serves document resets (a contribution across a document
-  start is dropped) and cached prefill.
+  Pointwise only, so under torch.compile it fuses with the RMSNorm before it, the residual after it and the q/k/v
+  split around Canon-B; `shifted_swiglu` is Canon-D with the SwiGLU after it in one function. They also serve
+  document resets (a contribution across a document start is dropped) and cached prefill.
 - eager fast paths: causal-conv1d (CUDA, K in 2..4) and, elsewhere, chunked autograd Functions that recompute the
   cheap tensors in backward (`canon_conv`, `norm_canon`, `canon_swiglu_recompute`).
 - `choose_path`: the one place that decides which of these a call runs.
@@ -128,8 +128,9 @@ class _ShiftedConv(torch.autograd.Function):
 
 class _ShiftedSwiGLU(torch.autograd.Function):
     """silu(g) * u with [g | u] = `_shifted_forward` of x [B, T, 2F]: Canon-D and SwiGLU in one function that saves
-    only x and the taps. Backward recomputes [g | u] from x (K multiply-adds in the loop that needs them) rather than
-    keeping it: an activation of the MLP's full width less written in forward and read back in backward."""
+    only x and the taps, its backward recomputing [g | u] from x (K multiply-adds in the loop that needs them).
+    Under compile, inductor emits the forward as one loop over x (the conv and SwiGLU together); its partitioner
+    may still choose to keep g and u for backward."""
 
     @staticmethod
     def forward(ctx, x, taps, keep):
@@ -529,14 +530,15 @@ class ShortConvolution(nn.Conv1d):
 
     def step_taps(self) -> torch.Tensor:
         """The taps as a contiguous [K, C] tensor, at least fp32 (a strided view of the weight makes each decoding
-        multiply about twice as slow). Kept between steps while the weight is unchanged: in-place updates move its
-        version counter, and a new tensor (load, .to()) its address. Rebuilt every call when gradients flow to it."""
-        weight = self.weight
+        multiply about twice as slow), with the residual folded in when there is no activation (as `channels`
+        does). Kept between steps while the weight is unchanged: in-place updates move its version counter, and a new
+        tensor (load, .to()) its address. Rebuilt every call when gradients flow to it."""
+        weight, folded = self.weight, self.residual and not self.activation
         if torch.is_grad_enabled() and weight.requires_grad:
-            return upcast(weight[:, 0, :].T)
+            return upcast(fold_residual(weight[:, 0, :], folded).T)
         key = (weight._version, weight.data_ptr(), weight.dtype, weight.device)
         if self.__dict__.get("_step_taps_key") != key:
-            self.__dict__["_step_taps"] = upcast(weight.detach()[:, 0, :].T).contiguous()
+            self.__dict__["_step_taps"] = upcast(fold_residual(weight.detach()[:, 0, :], folded).T).contiguous()
             self.__dict__["_step_taps_key"] = key
         return self.__dict__["_step_taps"]
 
@@ -551,11 +553,7 @@ class ShortConvolution(nn.Conv1d):
             y = (window * taps).sum(1, keepdim=True)
         else:  # half precision: the sum in fp32
             y = (window.float() * taps).sum(1, keepdim=True).to(x.dtype)
-        if bias is not None:
-            y = y + bias
-        if self.activation:
-            y = F.silu(y)
-        return x + y if self.residual else y
+        return self.finish(x, y, bias)
 
 
 def create_canon(channels: int, config) -> ShortConvolution:
