@@ -150,6 +150,8 @@ class _ShiftedSwiGLU(torch.autograd.Function):
     def backward(ctx, grad):
         x, taps, keep = ctx.saved_tensors
         gate, up = _ShiftedSwiGLU.gate_up(x, taps, keep)
+        # SiLU's derivative written out, one sigmoid serving both gradients: under compile this measured faster than
+        # aten.silu_backward plus a silu (the model's generated kernels 1.92x vs 2.09x Llama's at dim 512)
         grad32, sigmoid = upcast(grad), torch.sigmoid(gate)
         grad_gate = grad32 * up * sigmoid * (1 + gate * (1 - sigmoid))
         grad_up = grad32 * gate * sigmoid
@@ -647,7 +649,7 @@ def canon_parts(conv, parts, cache=None, key=None, mask=None, doc_ids=None, norm
 
 
 def _normalize(x, norm):
-    return x if norm is None else rms_normalize(x, norm.weight, norm.eps)[0]
+    return x if norm is None else norm(x)
 
 
 def canon_swiglu(gate_up, canon=None, cache=None, key=None, mask=None, doc_ids=None):
